@@ -1,0 +1,45 @@
+"""Shared helpers: run the `tracer` CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANTS = Path(__file__).resolve().parent / "plants"
+
+
+def tracer_env() -> dict:
+    env = dict(os.environ)
+    paths = [str(ROOT / "envfix"), str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def run_tracer(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, text=True, cwd=cwd,
+                          env=tracer_env(), timeout=timeout)
+
+
+def load_report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def clean_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One clean `tracer diff` on the tiny model, shared by the tests that read its report."""
+    out = tmp_path_factory.mktemp("clean") / "report"
+    result = run_tracer("diff", "--rounds", "4", "--out", str(out), "--json")
+    return out, result
+
+
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("planted") / "report"
+    result = run_tracer("diff", "--rounds", "6", "--out", str(out), "--preload", str(PLANTS / "host_image_bytes.py"))
+    return out, result

@@ -1,0 +1,109 @@
+"""`tracer diff` end to end on a real vLLM CPU engine (tiny Qwen3-VL, dummy weights) and real memray captures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PLANTS, load_report, run_tracer, tracer_env
+
+pytestmark = pytest.mark.engine
+
+
+def test_clean_run_writes_a_full_report(clean_run):
+    out, result = clean_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)  # --json: stdout holds only the report
+    assert report == load_report(out) | {"files": report["files"]}
+    assert report["schema"] == "tracer.report/1"
+    assert report["status"] == "complete"
+    run = report["run"]
+    assert run["model"] == "tiny" and run["rounds"] == 4 and run["warmup"] == 1 and run["batch"] == 4
+    assert run["vllm"] and run["torch"] and run["python"] and run["device"].startswith("cpu")
+    assert run["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    phases = [r["phase"] for r in report["rounds"]]
+    assert phases == ["warmup"] + ["measured"] * 4
+    for row in report["rounds"]:
+        assert row["seconds"] > 0 and row["rss_bytes"] > 0 and row["uss_bytes"] > 0 and row["maxrss_bytes"] > 0
+    assert report["verdict"] == "clean", [f for f in report["findings"] if f["verdict"] == "leak"]
+    assert (out / "summary.md").read_text().startswith("# tracer report: CLEAN")
+    assert (out / "capture" / "host.memray").stat().st_size > 0
+    for f in report["findings"]:
+        assert re.fullmatch(r"h[0-9a-f]{15}", f["id"]) and f["domain"] == "host"
+        assert len(f["per_round_bytes"]) == 4 and f["verdict"] in ("cache", "transient")
+    assert "progress" not in result.stdout and "round 5/5" in result.stderr  # progress on stderr
+
+
+def test_flamegraph_is_self_contained(clean_run):
+    out, _ = clean_run
+    html = (out / "host-flamegraph.html").read_text()
+    assert "<html" in html.lower()
+    external = re.findall(r"""<(?:script|link)[^>]+(?:src|href)=["']?(https?:)?//""", html)
+    assert external == []
+
+
+def test_analyze_rebuilds_the_report_offline(clean_run, tmp_path):
+    out, _ = clean_run
+    result = run_tracer("analyze", str(out), "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert [f["id"] for f in again["findings"]] == [f["id"] for f in load_report(out)["findings"]]
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "report.json").exists()
+
+
+def test_planted_host_leak_is_the_top_finding(planted_run):
+    out, result = planted_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out)
+    assert report["verdict"] == "leak"
+    top = [f for f in report["findings"] if f["domain"] == "host"][0]
+    assert top["verdict"] == "leak"
+    planter = [fr for fr in top["stack"][:3] if fr["function"] == "remember_images"]
+    assert planter and planter[0]["file"].endswith("host_image_bytes.py"), top["stack"][:3]
+    assert top["component"] == "user or plugin code"
+    series = top["per_round_bytes"]
+    assert len(series) == 6 and all(b > a for a, b in zip(series, series[1:])), series
+    per_image = 384 * 384 * 3
+    assert top["bytes"] >= 6 * 4 * per_image
+    summary = (out / "summary.md").read_text()
+    assert "remember_images" in summary and "host_image_bytes.py" in summary
+
+
+def test_engine_crash_keeps_the_rounds_done(tmp_path):
+    out = tmp_path / "crash"
+    result = run_tracer("diff", "--rounds", "4", "--out", str(out), "--preload", str(PLANTS / "crash_on_round_3.py"))
+    assert result.returncode == 1, result.stderr[-2000:]
+    report = load_report(out)
+    assert report["status"] == "partial" and "planted engine failure" in report["error"]
+    assert [r["phase"] for r in report["rounds"]] == ["warmup", "measured"]
+    assert "partial run" in (out / "summary.md").read_text()
+
+
+def test_ctrl_c_keeps_the_capture_and_writes_a_partial_report(tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "diff", "--rounds", "50", "--out", str(out)],
+                            env=tracer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    events = out / "capture" / "events.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if events.exists() and events.read_text().count('"type": "round"') >= 4:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"tracer ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    report = load_report(out)
+    assert report["status"] == "partial" and "interrupted" in report["error"]
+    measured = [r for r in report["rounds"] if r["phase"] == "measured"]
+    assert 3 <= len(measured) < 50
+    assert all(len(f["per_round_bytes"]) == len(measured) for f in report["findings"])

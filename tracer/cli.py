@@ -1,0 +1,177 @@
+"""The `tracer` command line: thin commands over the library. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .sizes import parse_size
+from .verdicts import Thresholds
+from .errors import UsageError
+from .workload import IMAGE_MODES, WorkloadConfig, parse_engine_args
+
+
+class SizeType(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
+def threshold_options(fn):
+    """Options shared by every command that classifies findings."""
+    fn = click.option("--min-leak-per-round", type=SIZE, default=str(Thresholds.min_per_round),
+                      show_default="64KiB", help="Growth per round below which a group is not a leak.")(fn)
+    fn = click.option("--min-leak", type=SIZE, default=str(Thresholds.min_total), show_default="256KiB",
+                      help="Surviving bytes below which a group is not a leak.")(fn)
+    fn = click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                      help="JSON file of extra component rules: [{component, file, function}] (regexes).")(fn)
+    return fn
+
+
+def _analysis_settings(min_leak_per_round: int, min_leak: int, rules: Path | None):
+    from .components import load_rules
+
+    thresholds = Thresholds(min_per_round=min_leak_per_round, min_total=min_leak)
+    try:
+        return thresholds, load_rules(rules) if rules else ()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    leaks = [f for f in report["findings"] if f["verdict"] == "leak"]
+    click.echo(f"verdict: {report['verdict']}" + (f" ({report['status']})" if report["status"] != "complete" else "")
+               + f"; {len(leaks)} leak finding(s)")
+    for f in leaks[:5]:
+        owner = f["owner"] or {}
+        click.echo(f"  {f['id']} {f['domain']} {f['bytes'] / 2**20:.2f} MiB {f['component']}: "
+                   f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
+    click.echo(f"report: {out_dir / 'summary.md'}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tracer")
+def main():
+    """Find what grows, who allocated it and who keeps it alive, in vLLM multimodal inference."""
+
+
+@main.command()
+@click.option("--model", default="tiny", show_default=True,
+              help="Preset (tiny, qwen3-vl-4b: dummy weights, built offline), a model directory or a HF name.")
+@click.option("--rounds", type=int, default=8, show_default=True, help="Measured rounds.")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Warmup rounds before the baseline.")
+@click.option("--batch", type=int, default=4, show_default=True, help="Chat requests per round.")
+@click.option("--images", type=click.Choice(IMAGE_MODES), default="fresh", show_default=True,
+              help="fresh: new images and text every round; fixed: the same requests every round.")
+@click.option("--image-size", default="384x384", show_default=True,
+              help="WxH of every image, or `random` for a new size per image (new shapes grow CPU kernel caches).")
+@click.option("--max-tokens", type=int, default=16, show_default=True, help="Tokens generated per request.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of images and text.")
+@click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
+              help="Passed to vllm.LLM (repeatable; JSON values allowed).")
+@click.option("--preload", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Python file run in the traced process before the engine is built (repeatable).")
+@click.option("--drain/--no-drain", default=True, show_default=True,
+              help="Empty vLLM's caches before the baseline and after the last round, to tell caches from leaks.")
+@click.option("--host-trace/--no-host-trace", default=True, show_default=True, help="Trace host allocations (memray).")
+@click.option("--native-traces", is_flag=True, help="Host stacks with native frames (slower).")
+@click.option("--trace-python-allocators", is_flag=True, help="Trace pymalloc allocations one by one (slower).")
+@click.option("--gpu/--no-gpu", default=None, help="Trace CUDA allocations. Default: when CUDA is available.")
+@click.option("--cpp-stacks", is_flag=True, help="GPU block stacks with C++ frames too.")
+@click.option("--snapshot-every", is_flag=True, help="Save a GPU snapshot after every round (per-round growth).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Report directory. Default: reports/<run-id>.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (progress goes to stderr).")
+@threshold_options
+def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
+         native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, out_dir, as_json,
+         min_leak_per_round, min_leak, rules):
+    """Run the Qwen3-VL round loop under tracing and report what survives.
+
+    Warmup rounds, a baseline, then measured rounds of chat requests with random images; host allocations
+    (memray) and GPU blocks (torch memory history) made after the baseline and still live at the end are
+    grouped by call stack, labelled by vLLM component and classified as leak, cache or transient.
+    """
+    from .diff import run_diff, run_id
+
+    config = WorkloadConfig(model=model, warmup=warmup, rounds=rounds, batch=batch, images=images,
+                            image_size=image_size,
+                            max_tokens=max_tokens, seed=seed, engine_args=parse_engine_args(engine_args))
+    config.validate()
+    thresholds, extra_rules = _analysis_settings(min_leak_per_round, min_leak, rules)
+    out_dir = out_dir or Path("reports") / run_id(model)
+    created = not out_dir.exists()
+    options = {
+        "workload": config.__dict__,
+        "preload": [str(p.resolve()) for p in preload],
+        "tracing": {"host": host_trace, "native_traces": native_traces, "python_allocators": trace_python_allocators,
+                    "gpu": gpu, "cpp_stacks": cpp_stacks, "snapshot_every": snapshot_every, "drain": drain},
+        "command": "tracer " + " ".join(sys.argv[1:]),
+    }
+    try:
+        report, code = run_diff(options, out_dir, thresholds, extra_rules)
+    except UsageError:
+        if created and out_dir.exists():
+            shutil.rmtree(out_dir)
+        raise
+    _print_outcome(report, out_dir, as_json)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("capture", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the report. Default: the directory that holds the capture.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@threshold_options
+def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
+    """Rebuild the report offline from a saved capture (a report directory or its capture/)."""
+    from .analysis import analyze as analyze_capture
+    from .capture import CaptureError, read_capture
+    from .report import write_report
+
+    thresholds, extra_rules = _analysis_settings(min_leak_per_round, min_leak, rules)
+    try:
+        cap = read_capture(capture)
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from exc
+    out_dir = out_dir or cap.dir.parent
+    start = time.perf_counter()
+    report = write_report(analyze_capture(cap, thresholds, extra_rules), out_dir)
+    click.echo(f"[tracer] analysed {cap.dir} in {time.perf_counter() - start:.2f} s", err=True)
+    _print_outcome(report, out_dir, as_json)
+
+
+def run() -> None:
+    """Console entry point: one line and exit code 2 for any bad input."""
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tracer: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"tracer: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except UsageError as exc:
+        click.echo(f"tracer: error: {exc}", err=True)
+        sys.exit(2)

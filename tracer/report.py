@@ -1,0 +1,150 @@
+"""report.json (schema "tracer.report/1") and summary.md, the files a person attaches to a bug report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .analysis import Analysis
+from .capture import write_json_atomic
+from .findings import Finding
+from .flamegraph import write_flamegraph
+from .stacks import owner_index, short_path
+from .verdicts import CACHE, LEAK
+
+SCHEMA = "tracer.report/1"
+ROUND_FIELDS = ("index", "phase", "seconds", "rss_bytes", "uss_bytes", "maxrss_bytes", "gpu_allocated_bytes",
+                "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes")
+RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
+              "preload", "tracing", "env", "device", "command", "engine_load_seconds")
+MAX_TRANSIENT = 20
+
+
+def mib(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:+.2f} MiB" if n < 0 else f"{n / 2**20:.2f} MiB"
+
+
+def build_report(a: Analysis) -> dict:
+    run = a.capture.manifest.get("run", {})
+    versions = run.get("versions", {})
+    kept = [f for f in a.findings if f.verdict in (LEAK, CACHE)]
+    rest = [f for f in a.findings if f.verdict not in (LEAK, CACHE)]
+    return {
+        "schema": SCHEMA,
+        "status": a.capture.status,
+        "error": a.capture.manifest.get("error"),
+        "verdict": a.verdict,
+        "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "torch", "python", "memray")},
+                **{k: run.get(k) for k in RUN_FIELDS}},
+        "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
+        "growth": a.growth,
+        "vllm_check": a.vllm_check,
+        "thresholds": asdict(a.thresholds),
+        "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
+        "omitted": {"count": max(0, len(rest) - MAX_TRANSIENT), "bytes": sum(f.bytes for f in rest[MAX_TRANSIENT:])},
+        "notes": a.notes,
+    }
+
+
+def _stack_lines(f: Finding, depth: int = 12) -> list[str]:
+    start = owner_index(f.stack)
+    lines = []
+    for i, fr in enumerate(f.stack[start:start + depth]):
+        lines.append(f"{'->' if i == 0 else '  '} {fr.function}  {short_path(fr.file)}:{fr.line}")
+    if len(f.stack) > start + depth:
+        lines.append(f"   ... {len(f.stack) - start - depth} more frames")
+    return lines
+
+
+def _finding_md(f: Finding) -> list[str]:
+    series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
+    undrained = f.details.get("undrained_bytes")
+    head = (f"### `{f.id}` {f.verdict}: {mib(f.bytes)} in {f.count} {f.domain} allocations - {f.component}")
+    out = [head, "", f"- why: {f.details.get('reason', '-')}",
+           f"- live new bytes at the end of each measured round (MiB): {series or '-'}"]
+    if undrained is not None:
+        out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
+    if f.details.get("in_graph_pool"):
+        out.append("- in a CUDA-graph private pool")
+    out += ["", "```", *_stack_lines(f), "```", ""]
+    return out
+
+
+def render_summary(report: dict, findings: list[Finding]) -> str:
+    run = report["run"]
+    lines = [f"# tracer report: {report['verdict'].upper()}" + (" (partial run)" if report["status"] != "complete"
+                                                                   else ""), ""]
+    if report.get("error"):
+        lines += [f"> Run ended early: {report['error']}. The rounds done are analysed below.", ""]
+    leaks = [f for f in findings if f.verdict == LEAK]
+    caches = [f for f in findings if f.verdict == CACHE]
+    lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
+              f"{len(caches)} cache(s) holding {mib(sum(f.details.get('undrained_bytes', f.bytes) for f in caches))}.", ""]
+    lines += ["## Environment", "", "| | |", "|---|---|"]
+    for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
+                "images", "max_tokens", "seed"):
+        lines.append(f"| {key} | {run.get(key)} |")
+    lines.append(f"| engine args | `{json.dumps(run.get('engine_args'))}` |")
+    lines.append(f"| tracing | `{json.dumps(run.get('tracing'))}` |")
+    lines.append(f"| engine | in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) |")
+    lines += ["", "## Rounds", ""]
+    gpu = any("gpu_allocated_bytes" in r for r in report["rounds"])
+    cols = ["round", "phase", "seconds", "RSS MiB", "USS MiB", "peak RSS MiB"] + (
+        ["GPU alloc MiB", "GPU reserved MiB", "device used MiB", "pinned host MiB"] if gpu else [])
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in report["rounds"]:
+        vals = [r["index"], r["phase"], f"{r['seconds']:.3f}"] + [
+            f"{r[k] / 2**20:.1f}" if r.get(k) is not None else "-"
+            for k in ("rss_bytes", "uss_bytes", "maxrss_bytes") + (
+                ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
+        lines.append("| " + " | ".join(map(str, vals)) + " |")
+    if report["growth"]:
+        lines += ["", "## Growth over the measured rounds", "", "| counter | baseline | end | growth | after drain |",
+                  "|---|---|---|---|---|"]
+        for name, g in report["growth"].items():
+            lines.append(f"| {name} | {mib(g['baseline'])} | {mib(g['end'])} | {mib(g['growth'])} | "
+                         f"{mib(g.get('growth_after_drain'))} |")
+    check = report["vllm_check"]
+    if check:
+        lines += ["", f"vLLM's own check (peak RSS and device used memory, 0 MiB threshold) would "
+                      f"{'FAIL' if check['would_fail'] else 'pass'}: peak RSS {mib(check['maxrss_growth'])}"
+                      + (f", device used {mib(check['gpu_used_growth'])}" if "gpu_used_growth" in check else "")
+                      + "; it names no allocation."]
+    for title, group in (("Leaks", leaks), ("Caches (released by the drain or bounded)", caches)):
+        if group:
+            lines += ["", f"## {title}", ""]
+            for f in group[:10]:
+                lines += _finding_md(f)
+    rest = [f for f in findings if f.verdict not in (LEAK, CACHE)][:5]
+    if rest:
+        lines += ["", "## Largest other survivors (transient)", ""]
+        for f in rest:
+            owner = f.stack[owner_index(f.stack)].short() if f.stack else "?"
+            lines.append(f"- `{f.id}` {mib(f.bytes)} in {f.count} {f.domain} allocations, {f.component}: {owner}")
+    for note in report["notes"]:
+        lines += ["", f"Note: {note}"]
+    lines += ["", "## Reproduce", "", "```", run.get("command") or "tracer diff", "```", "",
+              "Files: `report.json` (all numbers), `host-flamegraph.html` / `gpu-flamegraph.html` (surviving "
+              "allocations, open offline), `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
+    return "\n".join(lines)
+
+
+def write_report(a: Analysis, out_dir: Path) -> dict:
+    """Write report.json, summary.md and the flamegraphs into `out_dir`; returns the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(a)
+    command = report["run"].get("command") or "tracer diff"
+    files = {"summary": "summary.md", "report": "report.json"}
+    for domain in ("host", "gpu"):
+        survivors = [f for f in a.findings if f.domain == domain and f.bytes > 0]
+        if survivors:
+            name = f"{domain}-flamegraph.html"
+            write_flamegraph(out_dir / name, survivors, f"surviving {domain} allocations", command)
+            files[f"{domain}_flamegraph"] = name
+    report["files"] = files
+    write_json_atomic(out_dir / "report.json", report)
+    (out_dir / "summary.md").write_text(render_summary(report, a.findings))
+    return report

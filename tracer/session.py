@@ -1,0 +1,217 @@
+"""The traced process: warmup, drain, measured rounds with probes and tracers, written to a capture directory.
+
+`tracer diff` runs this module in a child process (`python -m tracer.session`), so that an engine crash or
+Ctrl-C still leaves the capture of the rounds done, and so each run gets its own memray Tracker.
+Exit codes: 0 complete, 1 engine error (capture partial), 2 bad input, 130 interrupted (capture partial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from . import __version__
+from .capture import GPU_DIR, HOST_FILE, CaptureWriter
+from .host_trace import settle, start_host_trace, stop_host_trace
+from .probes import read_counters
+from .errors import UsageError
+from .workload import (WorkloadConfig, build_engine, check_engine_args, drain, make_requests, run_round, sampling_params,
+                       single_token_words)
+
+# In-process engine core (so one tracker sees it all), no hub; a 1 GiB KV cache on CPU hosts.
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+              "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+def load_preload(path: str) -> None:
+    """Import a user's Python file as a named module (its stem), so its globals can be named in holder chains."""
+    file = Path(path)
+    name = file.stem if file.stem.isidentifier() else "tracer_preload"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def versions() -> dict:
+    out = {"tracer": __version__, "python": platform.python_version()}
+    for name in ("vllm", "torch", "memray", "transformers"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - a version we cannot read is reported as missing
+            out[name] = None
+    return out
+
+
+def device_name(gpu: bool) -> str:
+    if gpu:
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+class Progress:
+    """One line per round on stderr (a live bar on a terminal)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+
+    def round(self, row: dict) -> None:
+        self.done += 1
+        width = 24
+        bar = "#" * (width * self.done // self.total)
+        gpu = f", gpu {row['gpu_allocated_bytes'] / 2**20:.1f} MiB" if "gpu_allocated_bytes" in row else ""
+        text = (f"[tracer] [{bar:<{width}}] round {self.done}/{self.total} ({row['phase']}) "
+                f"{row['seconds']:.2f} s, rss {row['rss_bytes'] / 2**20:.0f} MiB{gpu}")
+        sys.stderr.write(("\r" + text + ("\n" if self.done == self.total else "")) if self.tty else text + "\n")
+        sys.stderr.flush()
+
+
+class OncePerMessage(logging.Filter):
+    """Let each log message through once: the CPU worker repeats the same warning at every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def quiet_repeated_logs() -> None:
+    once = OncePerMessage()
+    for handler in logging.getLogger("vllm").handlers:
+        handler.addFilter(once)
+
+
+def log(message: str) -> None:
+    print(f"[tracer] {message}", file=sys.stderr, flush=True)
+
+
+def run_session(capture_dir: Path, options: dict) -> int:
+    config = WorkloadConfig(**options["workload"])
+    tracing = options["tracing"]
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    writer = CaptureWriter(capture_dir, {"run": {**asdict(config), "preload": options.get("preload", []),
+                                                 "tracing": tracing, "env": dict(ENGINE_ENV)}})
+    host_tracker = None
+    gpu_tracing = False
+    try:
+        config.validate()
+        for file in options.get("preload", []):
+            load_preload(file)
+        from .models import resolve_model
+
+        try:
+            spec = resolve_model(config.model)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        engine_args = {**spec.default_engine_args, **config.engine_args}
+        check_engine_args(engine_args)
+        log(f"starting vLLM on {spec.model} ...")
+        t0 = time.perf_counter()
+        llm = build_engine(spec.model, engine_args)
+        quiet_repeated_logs()
+        params = sampling_params(config, spec.detokenize)
+        words = single_token_words(llm.get_tokenizer())
+        gpu = tracing["gpu"] if tracing["gpu"] is not None else _cuda_available()
+        writer.manifest["run"].update(versions=versions(), device=device_name(gpu), gpu=gpu,
+                                      model_path=spec.model, engine_args=engine_args,
+                                      engine_load_seconds=round(time.perf_counter() - t0, 3))
+        writer.save_manifest()
+        progress = Progress(config.warmup + config.rounds)
+
+        def one_round(index: int, phase: str) -> None:
+            conversations = make_requests(config, index, words)
+            start = time.perf_counter()
+            tokens = run_round(llm, conversations, params)
+            seconds = time.perf_counter() - start
+            row = writer.event("round", index=index, phase=phase, seconds=round(seconds, 4), tokens=tokens,
+                               **read_counters())
+            progress.round(row)
+
+        for index in range(config.warmup):
+            one_round(index, "warmup")
+
+        def mark(name: str, **extra) -> None:
+            row = writer.event("mark", name=name, **read_counters(), **extra)
+            if gpu_tracing and (name != "round" or tracing["snapshot_every"] or extra["index"] == last):
+                file = f"{GPU_DIR}/{name}-{row['time_ms']:.0f}.pickle.gz"
+                from .gpu_trace import save_gpu_snapshot
+
+                save_gpu_snapshot(capture_dir / file)
+                writer.event("gpu_snapshot", mark=name, index=extra.get("index"), file=file)
+            if host_tracker is not None:
+                settle()
+
+        last = config.warmup + config.rounds - 1
+        if tracing["drain"]:
+            writer.event("drain", when="baseline", reset=drain(llm))
+        if tracing["gpu"] is not False and gpu:
+            from .gpu_trace import start_gpu_trace
+
+            start_gpu_trace(cpp_stacks=tracing["cpp_stacks"])
+            gpu_tracing = True
+        if tracing["host"]:
+            host_tracker = start_host_trace(capture_dir / HOST_FILE, native_traces=tracing["native_traces"],
+                                            trace_python_allocators=tracing["python_allocators"])
+            settle()
+        mark("baseline")
+        for index in range(config.warmup, last + 1):
+            one_round(index, "measured")
+            mark("round", index=index)
+        if tracing["drain"]:
+            writer.event("drain", when="final", reset=drain(llm))
+            mark("drained")
+        status, error, code = "complete", None, 0
+    except UsageError as exc:
+        status, error, code = "failed", str(exc), 2
+    except KeyboardInterrupt:
+        status, error, code = "partial", "interrupted (Ctrl-C)", 130
+    except Exception as exc:  # noqa: BLE001 - an engine crash must still leave a usable capture
+        traceback.print_exc()
+        status, error, code = "partial", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
+    finally:
+        if host_tracker is not None:
+            stop_host_trace(host_tracker)
+        if gpu_tracing:
+            from .gpu_trace import stop_gpu_trace
+
+            stop_gpu_trace()
+    writer.finish(status, error)
+    if error and code != 2:  # bad input is printed once, by `tracer diff`
+        log(f"error: {error}")
+    return code
+
+
+def _cuda_available() -> bool:
+    from .gpu_trace import cuda_in_use
+
+    return cuda_in_use()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tracer.session")
+    parser.add_argument("capture_dir", type=Path)
+    parser.add_argument("--options", required=True, help="JSON: {workload: {...}, tracing: {...}, preload: [...]}")
+    args = parser.parse_args(argv)
+    return run_session(args.capture_dir, json.loads(args.options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
