@@ -44,6 +44,28 @@ def _marks_ms(capture: Capture) -> dict | None:
             "drained": drained["time_ms"] if drained else None}
 
 
+def gpu_findings(capture: Capture) -> list[Finding]:
+    """New GPU blocks at the end of the last round, with live bytes per round, and what survived the drain."""
+    files = capture.gpu_snapshot_files()
+    rounds = [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
+    if "baseline" not in files or not rounds:
+        return []
+    from .gpu_snapshot import diff_series, diff_snapshots
+
+    findings = diff_series(files["baseline"], rounds)
+    if len(rounds) < len(capture.round_marks()):  # no snapshot per round: growth is known only at the end
+        for f in findings:
+            f.per_round_bytes = []
+    if "drained" in files:
+        after = {f.id: f for f in diff_snapshots(files["baseline"], files["drained"])}
+        for f in findings:
+            kept = after.pop(f.id, None)
+            f.details.update(undrained_bytes=f.bytes, undrained_count=f.count)
+            f.bytes, f.count = (kept.bytes, kept.count) if kept else (0, 0)
+        findings += list(after.values())  # new during the drain itself
+    return findings
+
+
 def growth_table(capture: Capture) -> dict:
     """Each counter at the baseline, at the end of the last round and after the final drain."""
     baseline, rounds, drained = capture.mark("baseline"), capture.round_marks(), capture.mark("drained")
@@ -84,11 +106,7 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
         findings += merge_by_id(host_findings(capture.host_file, marks, native=bool(tracing.get("native_traces"))))
     elif tracing.get("host"):
         notes.append("no host capture: the run ended before the first measured round")
-    gpu_files = capture.gpu_snapshot_files()
-    if "baseline" in gpu_files:
-        from .gpu_analysis import gpu_findings
-
-        findings += gpu_findings(gpu_files)
+    findings += gpu_findings(capture)
     for f in findings:
         f.component = classify_component(f.stack, rules)
     apply_verdicts(findings, thresholds, drained=capture.mark("drained") is not None)

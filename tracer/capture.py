@@ -98,7 +98,7 @@ class Capture:
         """Snapshot file by mark: "baseline", "round:<index>", "drained"."""
         out = {}
         for e in self.of_type("gpu_snapshot"):
-            key = e["mark"] if e.get("index") is None else f"{e['mark']}:{e['index']}"
+            key = e["mark"] if e.get("index") is None else f"{e['mark']}:{e['index']}"  # "round:3"
             out[key] = self.dir / e["file"]
         return out
 

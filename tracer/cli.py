@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -96,7 +97,8 @@ def main():
 @click.option("--trace-python-allocators", is_flag=True, help="Trace pymalloc allocations one by one (slower).")
 @click.option("--gpu/--no-gpu", default=None, help="Trace CUDA allocations. Default: when CUDA is available.")
 @click.option("--cpp-stacks", is_flag=True, help="GPU block stacks with C++ frames too.")
-@click.option("--snapshot-every", is_flag=True, help="Save a GPU snapshot after every round (per-round growth).")
+@click.option("--snapshot-every/--no-snapshot-every", default=True, show_default=True,
+              help="GPU snapshot after every round (per-round growth), not only at the baseline and the end.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Report directory. Default: reports/<run-id>.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (progress goes to stderr).")
@@ -124,7 +126,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "preload": [str(p.resolve()) for p in preload],
         "tracing": {"host": host_trace, "native_traces": native_traces, "python_allocators": trace_python_allocators,
                     "gpu": gpu, "cpp_stacks": cpp_stacks, "snapshot_every": snapshot_every, "drain": drain},
-        "command": "tracer " + " ".join(sys.argv[1:]),
+        "command": "tracer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
     try:
         report, code = run_diff(options, out_dir, thresholds, extra_rules)

@@ -89,7 +89,7 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         lines.append(f"| {key} | {run.get(key)} |")
     lines.append(f"| engine args | `{json.dumps(run.get('engine_args'))}` |")
     lines.append(f"| tracing | `{json.dumps(run.get('tracing'))}` |")
-    lines.append(f"| engine | in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) |")
+    lines.append("| engine | in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) |")
     lines += ["", "## Rounds", ""]
     gpu = any("gpu_allocated_bytes" in r for r in report["rounds"])
     cols = ["round", "phase", "seconds", "RSS MiB", "USS MiB", "peak RSS MiB"] + (

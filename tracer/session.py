@@ -20,9 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
-from .capture import GPU_DIR, HOST_FILE, CaptureWriter
-from .host_trace import settle, start_host_trace, stop_host_trace
-from .probes import read_counters
+from .capture import CaptureWriter
+from .recorder import Recorder, TracingOptions
 from .errors import UsageError
 from .workload import (WorkloadConfig, build_engine, check_engine_args, drain, make_requests, run_round, sampling_params,
                        single_token_words)
@@ -104,13 +103,13 @@ def log(message: str) -> None:
 
 def run_session(capture_dir: Path, options: dict) -> int:
     config = WorkloadConfig(**options["workload"])
-    tracing = options["tracing"]
+    tracing = TracingOptions(**options["tracing"])
     for key, value in ENGINE_ENV.items():
         os.environ.setdefault(key, value)
     writer = CaptureWriter(capture_dir, {"run": {**asdict(config), "preload": options.get("preload", []),
-                                                 "tracing": tracing, "env": dict(ENGINE_ENV)}})
-    host_tracker = None
-    gpu_tracing = False
+                                                 "tracing": asdict(tracing), "env": dict(ENGINE_ENV),
+                                                 "command": options.get("command")}})
+    recorder = Recorder(writer, tracing, on_round=Progress(config.warmup + config.rounds).round)
     try:
         config.validate()
         for file in options.get("preload", []):
@@ -129,55 +128,26 @@ def run_session(capture_dir: Path, options: dict) -> int:
         quiet_repeated_logs()
         params = sampling_params(config, spec.detokenize)
         words = single_token_words(llm.get_tokenizer())
-        gpu = tracing["gpu"] if tracing["gpu"] is not None else _cuda_available()
-        writer.manifest["run"].update(versions=versions(), device=device_name(gpu), gpu=gpu,
+        writer.manifest["run"].update(versions=versions(), device=device_name(recorder.gpu), gpu=recorder.gpu,
                                       model_path=spec.model, engine_args=engine_args,
                                       engine_load_seconds=round(time.perf_counter() - t0, 3))
         writer.save_manifest()
-        progress = Progress(config.warmup + config.rounds)
 
         def one_round(index: int, phase: str) -> None:
             conversations = make_requests(config, index, words)
-            start = time.perf_counter()
-            tokens = run_round(llm, conversations, params)
-            seconds = time.perf_counter() - start
-            row = writer.event("round", index=index, phase=phase, seconds=round(seconds, 4), tokens=tokens,
-                               **read_counters())
-            progress.round(row)
+            recorder.round(index, phase, lambda: run_round(llm, conversations, params))
 
         for index in range(config.warmup):
             one_round(index, "warmup")
-
-        def mark(name: str, **extra) -> None:
-            row = writer.event("mark", name=name, **read_counters(), **extra)
-            if gpu_tracing and (name != "round" or tracing["snapshot_every"] or extra["index"] == last):
-                file = f"{GPU_DIR}/{name}-{row['time_ms']:.0f}.pickle.gz"
-                from .gpu_trace import save_gpu_snapshot
-
-                save_gpu_snapshot(capture_dir / file)
-                writer.event("gpu_snapshot", mark=name, index=extra.get("index"), file=file)
-            if host_tracker is not None:
-                settle()
-
-        last = config.warmup + config.rounds - 1
-        if tracing["drain"]:
+        if tracing.drain:
             writer.event("drain", when="baseline", reset=drain(llm))
-        if tracing["gpu"] is not False and gpu:
-            from .gpu_trace import start_gpu_trace
-
-            start_gpu_trace(cpp_stacks=tracing["cpp_stacks"])
-            gpu_tracing = True
-        if tracing["host"]:
-            host_tracker = start_host_trace(capture_dir / HOST_FILE, native_traces=tracing["native_traces"],
-                                            trace_python_allocators=tracing["python_allocators"])
-            settle()
-        mark("baseline")
+        recorder.start()
+        last = config.warmup + config.rounds - 1
         for index in range(config.warmup, last + 1):
             one_round(index, "measured")
-            mark("round", index=index)
-        if tracing["drain"]:
-            writer.event("drain", when="final", reset=drain(llm))
-            mark("drained")
+            recorder.round_end(index, last=index == last)
+        if tracing.drain:
+            recorder.drained(drain(llm))
         status, error, code = "complete", None, 0
     except UsageError as exc:
         status, error, code = "failed", str(exc), 2
@@ -187,22 +157,11 @@ def run_session(capture_dir: Path, options: dict) -> int:
         traceback.print_exc()
         status, error, code = "partial", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
     finally:
-        if host_tracker is not None:
-            stop_host_trace(host_tracker)
-        if gpu_tracing:
-            from .gpu_trace import stop_gpu_trace
-
-            stop_gpu_trace()
+        recorder.stop()
     writer.finish(status, error)
     if error and code != 2:  # bad input is printed once, by `tracer diff`
         log(f"error: {error}")
     return code
-
-
-def _cuda_available() -> bool:
-    from .gpu_trace import cuda_in_use
-
-    return cuda_in_use()
 
 
 def main(argv: list[str] | None = None) -> int:

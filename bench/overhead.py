@@ -1,0 +1,91 @@
+"""Round time untraced vs each tracing mode, measured side by side on one engine in one process.
+
+    PYTHONPATH=envfix python bench/overhead.py --model tiny --rounds 6 --repeats 3
+    python bench/overhead.py --model qwen3-vl-4b              # on a GPU host: adds the GPU modes
+
+Modes run interleaved (untraced, host python stacks, host native, GPU python stacks, GPU C++ stacks, all),
+`--repeats` times, each a block of `--rounds` fresh-image rounds after one unmeasured round; the median round
+time of each mode is divided by the untraced median. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tracer.host_trace import start_host_trace, stop_host_trace  # noqa: E402
+from tracer.models import resolve_model  # noqa: E402
+from tracer.session import ENGINE_ENV, quiet_repeated_logs  # noqa: E402
+from tracer.workload import (WorkloadConfig, build_engine, make_requests, run_round, sampling_params,  # noqa: E402
+                             single_token_words)
+
+
+def modes(gpu: bool) -> dict[str, dict]:
+    out = {"untraced": {}, "host python stacks": {"host": "python"}, "host native stacks": {"host": "native"}}
+    if gpu:
+        out.update({"GPU python stacks": {"gpu": "python"}, "GPU C++ stacks": {"gpu": "all"},
+                    "host python + GPU python": {"host": "python", "gpu": "python"},
+                    "all (host native + GPU C++)": {"host": "native", "gpu": "all"}})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    spec = resolve_model(args.model)
+    llm = build_engine(spec.model, spec.default_engine_args)
+    quiet_repeated_logs()
+    config = WorkloadConfig(model=args.model, batch=args.batch)
+    params = sampling_params(config, spec.detokenize)
+    words = single_token_words(llm.get_tokenizer())
+    import torch
+
+    gpu = torch.cuda.is_available()
+    times: dict[str, list[float]] = {name: [] for name in modes(gpu)}
+    index = 0
+    tmp = Path(tempfile.mkdtemp(prefix="tracer-bench-"))
+    for rep in range(args.repeats):
+        for name, mode in modes(gpu).items():
+            tracker = None
+            if "gpu" in mode:
+                torch.cuda.memory._record_memory_history(enabled="all", context="all", stacks=mode["gpu"],
+                                                         max_entries=200_000)
+            if "host" in mode:
+                path = tmp / f"{rep}-{len(times[name])}.memray"
+                tracker = start_host_trace(path, native_traces=mode["host"] == "native")
+            for k in range(args.rounds + 1):
+                conversations = make_requests(config, index, words)
+                index += 1
+                start = time.perf_counter()
+                run_round(llm, conversations, params)
+                if k:  # the first round of a block warms the mode up
+                    times[name].append(time.perf_counter() - start)
+            if tracker is not None:
+                stop_host_trace(tracker)
+                path.unlink()
+            if "gpu" in mode:
+                torch.cuda.memory._record_memory_history(enabled=None)
+    base = statistics.median(times["untraced"])
+    device = torch.cuda.get_device_name(0) if gpu else f"CPU, {os.cpu_count()} cores"
+    print(f"model {args.model}, batch {args.batch}, {args.repeats} x {args.rounds} rounds per mode, {device}")
+    print("| mode | median round (s) | vs untraced |\n|---|---|---|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.3f} | {median / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
