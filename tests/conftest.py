@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,11 @@ def tracer_env() -> dict:
 def run_tracer(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True, text=True, cwd=cwd,
                           env=tracer_env(), timeout=timeout)
+
+
+def external_resources(html: str) -> list[str]:
+    """Scripts, styles or images the page would fetch from the network (a self-contained page has none)."""
+    return re.findall(r"""<(?:script|link|img|iframe)[^>]+(?:src|href)=["']?((?:https?:)?//[^"' >]+)""", html)
 
 
 def load_report(out: Path) -> dict:

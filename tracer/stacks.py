@@ -41,13 +41,19 @@ class Frame:
         return f"{self.function} ({short_path(self.file)}:{self.line})"
 
 
+_PACKAGE_ROOTS = ("vllm", "torch", "transformers", "tokenizers", "memray", "PIL", "numpy", "tracer")
+
+
 def short_path(path: str) -> str:
-    """The part of a path that names a module, dropping the install prefix (site-packages, the repo root)."""
-    for marker in ("site-packages/", "dist-packages/", "lib/python3"):
+    """The part of a path that names a module, dropping the install prefix (site-packages, a --target dir)."""
+    path = path.replace("\\", "/")
+    for marker in ("site-packages/", "dist-packages/"):
         if marker in path:
-            tail = path.split(marker)[-1]
-            return tail.split("/", 1)[1] if marker == "lib/python3" and "/" in tail else tail
-    parts = path.replace("\\", "/").split("/")
+            return path.split(marker)[-1]
+    parts = path.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in _PACKAGE_ROOTS:
+            return "/".join(parts[i:])
     return "/".join(parts[-3:]) if len(parts) > 3 else path
 
 
