@@ -1,0 +1,97 @@
+"""Smallest leak per round that tracer reports as `leak` in 8 rounds, on one engine, at several sizes.
+
+    PYTHONPATH=envfix python bench/detection_limit.py --model tiny          # host (CPU tensors) on a CPU host
+    python bench/detection_limit.py --model qwen3-vl-4b                     # GPU blocks on a CUDA host
+
+Plants tests/plants/gpu_encoder_outputs.py (a slice of every vision-encoder output kept after its request) and
+for each size runs warmup, drain, baseline, measured rounds and a final drain under tracer's Recorder, then the
+same analysis as `tracer analyze`. Prints, per size: bytes leaked per round, whether the planted group was found,
+its verdict and rank among leaks, and how many other leak verdicts there were (false positives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tracer.analysis import analyze  # noqa: E402
+from tracer.capture import CaptureWriter, read_capture  # noqa: E402
+from tracer.models import resolve_model  # noqa: E402
+from tracer.recorder import Recorder, TracingOptions  # noqa: E402
+from tracer.session import ENGINE_ENV, load_preload, quiet_repeated_logs  # noqa: E402
+from tracer.sizes import parse_size  # noqa: E402
+from tracer.workload import (WorkloadConfig, build_engine, drain, make_requests, run_round,  # noqa: E402
+                             sampling_params, single_token_words)
+
+PLANT = ROOT / "tests" / "plants" / "gpu_encoder_outputs.py"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB", help="bytes kept per encoder output")
+    args = parser.parse_args()
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    load_preload(str(PLANT))
+    plant = sys.modules[PLANT.stem]
+    spec = resolve_model(args.model)
+    llm = build_engine(spec.model, spec.default_engine_args)
+    quiet_repeated_logs()
+    config = WorkloadConfig(model=args.model, rounds=args.rounds)
+    params = sampling_params(config, spec.detokenize)
+    words = single_token_words(llm.get_tokenizer())
+    index = 0
+    rows = []
+    for size_text in args.sizes.split(","):
+        size = parse_size(size_text)
+        capture_dir = Path(tempfile.mkdtemp(prefix="tracer-limit-"))
+        writer = CaptureWriter(capture_dir, {"run": {"model": args.model, "rounds": args.rounds,
+                                                     "tracing": {"host": True}}})
+        recorder = Recorder(writer, TracingOptions())
+        plant._limit = 0
+        for _ in range(config.warmup):
+            conversations = make_requests(config, index, words)
+            index += 1
+            recorder.round(index, "warmup", lambda: run_round(llm, conversations, params))
+        drain(llm)
+        plant._kept.clear()
+        plant._limit = size
+        recorder.start()
+        for k in range(args.rounds):
+            conversations = make_requests(config, index, words)
+            index += 1
+            recorder.round(index, "measured", lambda: run_round(llm, conversations, params))
+            recorder.round_end(index, last=k == args.rounds - 1)
+        recorder.drained(drain(llm))
+        recorder.stop()
+        writer.finish("complete")
+        leaked_per_round = sum(t.numel() * t.element_size() for t in plant._kept) / args.rounds
+        plant._kept.clear()
+        result = analyze(read_capture(capture_dir))
+        domain = "gpu" if recorder.gpu else "host"
+        leaks = [f for f in result.findings if f.verdict == "leak"]
+        planted = [f for f in result.findings if f.domain == domain
+                   and any(fr.function == "keep_encoder_outputs" for fr in f.stack)]
+        rank = next((i + 1 for i, f in enumerate(leaks) if f in planted), None)
+        verdict = planted[0].verdict if planted else "not found"
+        others = sum(1 for f in leaks if f not in planted)
+        rows.append((size_text, leaked_per_round, verdict, rank, others))
+        print(f"[limit] {size_text}: {leaked_per_round / 1024:.1f} KiB/round -> {verdict}, rank {rank}, "
+              f"{others} other leak(s)", file=sys.stderr, flush=True)
+    print(f"model {args.model}, {args.rounds} rounds, domain {domain}, default thresholds")
+    print("| kept per output | leaked per round | planted group | rank among leaks | other leak verdicts |")
+    print("|---|---|---|---|---|")
+    for size_text, per_round, verdict, rank, others in rows:
+        print(f"| {size_text} | {per_round / 1024:.1f} KiB | {verdict} | {rank or '-'} | {others} |")
+
+
+if __name__ == "__main__":
+    main()
