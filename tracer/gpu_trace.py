@@ -6,22 +6,22 @@ import gzip
 import pickle
 from pathlib import Path
 
-MAX_ENTRIES = 200_000
-
-
 def cuda_in_use() -> bool:
     import torch
 
     return torch.cuda.is_available()
 
 
-def start_gpu_trace(cpp_stacks: bool = False, max_entries: int = MAX_ENTRIES) -> None:
-    """Record every block's allocation stack. The diff reads block state, not the trace ring, which fills fast."""
+def start_gpu_trace(cpp_stacks: bool = False) -> None:
+    """Record the allocation stack of every live block ("state"), and no alloc/free history.
+
+    The diff reads block state only. A history ring would fill within a few rounds, and the tracebacks it keeps
+    are host memory that grows until it is full: memray would report them as host growth in every torch op.
+    """
     import torch
 
-    torch.cuda.memory._record_memory_history(
-        enabled="all", context="all", stacks="all" if cpp_stacks else "python", max_entries=max_entries
-    )
+    torch.cuda.memory._record_memory_history(enabled="state", context="state",
+                                             stacks="all" if cpp_stacks else "python")
 
 
 def stop_gpu_trace() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .findings import Finding
-from .stacks import Frame
+from .stacks import Frame, is_observer
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ def host_findings(path: Path, marks: dict, native: bool = False) -> list[Finding
             continue
         raw = record.hybrid_stack_trace() if native else record.stack_trace()
         stack = tuple(Frame(str(fn), str(file), int(line or 0)) for fn, file, line in raw)
+        if is_observer(stack):
+            continue
         per_round = [_live_new_bytes(intervals, b.baseline, r)[0] for r in b.rounds]
         out.append(Finding("host", stack, end_bytes, end_count, per_round,
                            details={"undrained_bytes": undrained_bytes, "undrained_count": undrained_count}))

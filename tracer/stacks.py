@@ -6,6 +6,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+# tracer's own modules that run inside the traced process.
+_TRACER_FILES = r"/tracer/(session|workload|recorder|host_trace|gpu_trace|probes|pytest_plugin)\.py$"
+_OBSERVER = re.compile(r"/tracer/(recorder|gpu_trace|probes)\.py$")
+
 # Frames that say *how* memory was allocated, not *who* wanted it: allocator and unwinder internals,
 # torch's dispatch and module plumbing, Python's own machinery, and tracer itself.
 _PLUMBING_FUNCTIONS = re.compile(
@@ -17,7 +21,7 @@ _PLUMBING_FILES = re.compile(
     r"(torch/_ops\.py|torch/nn/modules/module\.py|torch/utils/_contextlib\.py|torch/_tensor\.py|"
     r"torch/functional\.py|torch/_refs/|torch/_prims|torch/_decomp/|torch/_subclasses/|torch/overrides\.py|"
     r"torch/utils/_device\.py|torch/cuda/memory\.py|functools\.py|contextlib\.py|threading\.py|"
-    r"^$|^\?\?$|/tracer/(session|workload|host_trace|gpu_trace|probes|pytest_plugin)\.py$)"
+    r"^$|^\?\?$|" + _TRACER_FILES + ")"
 )
 
 
@@ -57,9 +61,41 @@ def short_path(path: str) -> str:
     return "/".join(parts[-3:]) if len(parts) > 3 else path
 
 
+_STDLIB = re.compile(r"/lib/python3(\.\d+)?/")
+
+
+def module_key(path: str) -> str:
+    """A file's identity for fingerprints: the same on every machine, checkout directory and Python version.
+
+    Installed packages keep their module path (`vllm/v1/request.py`), the standard library drops its
+    `lib/python3.X/` prefix, source checkouts of the known libraries start at the package (`vllm/...`), tracer's
+    own modules are `tracer/<file>` (editable or installed), and any other file (a test, a --preload patch, a
+    script) is named by its file name alone, since its directory depends on where the repository was cloned.
+    """
+    path = path.replace("\\", "/")
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in path:
+            return path.split(marker)[-1]
+    stdlib = _STDLIB.search(path)
+    if stdlib:
+        return path[stdlib.end():]
+    parts = path.split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in _PACKAGE_ROOTS and parts[i] != "tracer":
+            return "/".join(parts[i:])
+    if len(parts) > 1 and parts[-2] == "tracer":
+        return "tracer/" + parts[-1]
+    return parts[-1]
+
+
 def is_plumbing(frame: Frame) -> bool:
     """True for frames that only carry an allocation (allocator, dispatcher, interpreter, tracer itself)."""
     return bool(_PLUMBING_FUNCTIONS.match(frame.function) or _PLUMBING_FILES.search(frame.file.replace("\\", "/")))
+
+
+def is_observer(stack: tuple[Frame, ...]) -> bool:
+    """Allocations tracer itself makes in the measured window (snapshots, counters): not the workload's."""
+    return any(_OBSERVER.search(f.file.replace("\\", "/")) for f in stack)
 
 
 def owner_index(stack: tuple[Frame, ...]) -> int:
@@ -73,9 +109,9 @@ def owner_index(stack: tuple[Frame, ...]) -> int:
 def fingerprint(domain: str, stack: tuple[Frame, ...], depth: int = 8) -> str:
     """A stable id for a group: domain plus function and module of `depth` frames from the owner outwards.
 
-    Line numbers, addresses and install prefixes are left out, so the id survives unrelated edits and moves
-    between machines; that is what lets a CI baseline accept a finding once.
+    Line numbers, addresses, install prefixes and checkout directories are left out (see `module_key`), so the id
+    survives unrelated edits and moves between machines; that is what lets a CI baseline accept a finding once.
     """
     start = owner_index(stack)
-    key = "|".join(f"{f.function}@{short_path(f.file)}" for f in stack[start:start + depth])
+    key = "|".join(f"{f.function}@{module_key(f.file)}" for f in stack[start:start + depth])
     return domain[0] + hashlib.sha1(f"{domain}:{key}".encode()).hexdigest()[:15]

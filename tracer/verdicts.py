@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from .findings import Finding
@@ -42,7 +43,7 @@ def classify(f: Finding, th: Thresholds, drained: bool) -> tuple[str, str]:
         return (LEAK, "survives (too few rounds to see growth)") if f.bytes >= th.min_total else (
             TRANSIENT, "small, too few rounds to see growth")
     growing = sum(1 for s in steps if s > th.noise)
-    rate = (series[-1] - series[0]) / len(steps)
+    rate = statistics.median(steps)  # one jump (a buffer grown once) does not make a per-round rate
     half = len(steps) // 2
     plateau = half >= 2 and all(s <= th.noise for s in steps[half:]) and any(s > th.noise for s in steps[:half])
     if plateau:
