@@ -11,7 +11,7 @@ from .findings import Finding, merge_by_id
 from .host_analysis import host_findings
 from .verdicts import CACHE, LEAK, Thresholds, apply_verdicts
 
-COUNTERS = ("rss_bytes", "uss_bytes", "maxrss_bytes", "gpu_allocated_bytes", "gpu_reserved_bytes",
+COUNTERS = ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes", "gpu_allocated_bytes", "gpu_reserved_bytes",
             "gpu_used_bytes", "pinned_host_bytes")
 _ORDER = {LEAK: 0, CACHE: 1}
 
@@ -29,7 +29,8 @@ class Analysis:
     def verdict(self) -> str:
         if any(f.verdict == LEAK for f in self.findings):
             return "leak"
-        return "clean" if self.capture.round_marks() else "inconclusive"
+        screened = self.capture.of_type("screen")
+        return "clean" if self.capture.round_marks() or (screened and not screened[-1]["suspect"]) else "inconclusive"
 
     def of_verdict(self, verdict: str) -> list[Finding]:
         return [f for f in self.findings if f.verdict == verdict]
@@ -105,10 +106,17 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     if capture.host_file is not None and marks is not None and marks["rounds"]:
         findings += merge_by_id(host_findings(capture.host_file, marks, native=bool(tracing.get("native_traces"))))
     elif tracing.get("host"):
-        notes.append("no host capture: the run ended before the first measured round")
+        notes.append("no host capture in this capture directory (the run ended before the first measured round, "
+                     "or host.memray was left out)")
     findings += gpu_findings(capture)
+    for result in capture.of_type("screen"):
+        notes.append(("Screening pass (untraced): growth seen, so the rounds were traced. " if result["suspect"] else
+                      "Screening pass (untraced): nothing grows, so no traced pass ran. ") + "; ".join(result["reasons"]))
+    holders = capture.holders()
     for f in findings:
         f.component = classify_component(f.stack, rules)
+        if f.id in holders:
+            f.details["holders"] = holders[f.id]
     apply_verdicts(findings, thresholds, drained=capture.mark("drained") is not None)
     findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))
     return Analysis(capture, findings, growth_table(capture), vllm_check(capture), thresholds, notes)

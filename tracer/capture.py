@@ -6,6 +6,7 @@ Layout (all paths relative to the capture directory):
                   the drained end), so an interrupted or crashed run keeps what it did
   host.memray     memray capture of the measured window (absent with host tracing off)
   gpu/*.pickle.gz torch CUDA memory snapshots named in the marks (absent without CUDA)
+  holders.json    finding id -> reference paths that keep its leaked objects alive (absent without leaks)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 HOST_FILE = "host.memray"
 GPU_DIR = "gpu"
+HOLDERS = "holders.json"
 
 
 class CaptureError(UsageError):
@@ -93,6 +95,10 @@ class Capture:
 
     def round_marks(self) -> list[dict]:
         return [m for m in self.marks if m["name"] == "round"]
+
+    def holders(self) -> dict[str, list[str]]:
+        path = self.dir / HOLDERS
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def gpu_snapshot_files(self) -> dict[str, Path]:
         """Snapshot file by mark: "baseline", "round:<index>", "drained"."""

@@ -7,6 +7,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -65,7 +66,42 @@ def _print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
         owner = f["owner"] or {}
         click.echo(f"  {f['id']} {f['domain']} {f['bytes'] / 2**20:.2f} MiB {f['component']}: "
                    f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
+        for path in f.get("details", {}).get("holders", [])[:1]:
+            click.echo(f"      held by {path}")
     click.echo(f"report: {out_dir / 'summary.md'}")
+
+
+GATE_FORMATS = ("text", "github", "junit", "markdown")
+
+
+def gate_options(fn):
+    """Options of the CI gate (`tracer gate`, `tracer diff --gate`)."""
+    fn = click.option("--junit-file", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Also write JUnit XML here (with --format junit the default is tracer-gate.xml).")(fn)
+    fn = click.option("--format", "gate_format", type=click.Choice(GATE_FORMATS), default=None,
+                      help="Gate output: text (default), github (::error annotations, Markdown to "
+                           "$GITHUB_STEP_SUMMARY), junit (XML file), markdown.")(fn)
+    fn = click.option("--max-leak", "max_leak", type=SIZE, default=None,
+                      help="Fail on a new leak with more live bytes at the end than this (e.g. 8MiB).")(fn)
+    fn = click.option("--max-leak-per-round", "max_leak_per_round", type=SIZE, default=None,
+                      help="Fail on a new leak growing more than this per round (e.g. '1 MiB'). "
+                           "With neither limit, any new leak fails.")(fn)
+    fn = click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
+                      help="Baseline file (tracer baseline): leak findings it accepts do not fail the gate.")(fn)
+    return fn
+
+
+def _gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: Path | None, max_leak_per_round,
+               max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False) -> int:
+    """Gate a report, print the outcome; returns the exit code (0 pass, 1 fail)."""
+    from .gate import emit, evaluate
+
+    result = evaluate(report, baseline, max_leak_per_round, max_leak, source=source,
+                      baseline_source=str(baseline_file) if baseline_file else None)
+    for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
+                     junit_file=junit_file):
+        click.echo(f"[tracer] gate: wrote {path}", err=True)
+    return result.exit_code
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,13 +135,21 @@ def main():
 @click.option("--cpp-stacks", is_flag=True, help="GPU block stacks with C++ frames too.")
 @click.option("--snapshot-every/--no-snapshot-every", default=True, show_default=True,
               help="GPU snapshot after every round (per-round growth), not only at the baseline and the end.")
+@click.option("--screen", is_flag=True,
+              help="Two stages: untraced rounds first (counters only); trace only if a counter grows like a leak.")
+@click.option("--holders/--no-holders", default=True, show_default=True,
+              help="For each leak, find the chain of references that keeps it alive (at the end of the run).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Report directory. Default: reports/<run-id>.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (progress goes to stderr).")
 @threshold_options
+@click.option("--gate", is_flag=True, help="Then gate the report as `tracer gate` does. Exit codes: 0 pass, 1 a new "
+                                           "leak over the limits or an engine crash, 2 bad input, 130 Ctrl-C.")
+@gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
-         native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, out_dir, as_json,
-         min_leak_per_round, min_leak, rules):
+         native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
+         min_leak_per_round, min_leak, rules, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
+         junit_file):
     """Run the Qwen3-VL round loop under tracing and report what survives.
 
     Warmup rounds, a baseline, then measured rounds of chat requests with random images; host allocations
@@ -114,6 +158,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
     """
     from .diff import run_diff, run_id
 
+    gate_baseline = _gate_setup(gate, baseline_file, max_leak_per_round, max_leak, gate_format, junit_file)
     config = WorkloadConfig(model=model, warmup=warmup, rounds=rounds, batch=batch, images=images,
                             image_size=image_size,
                             max_tokens=max_tokens, seed=seed, engine_args=parse_engine_args(engine_args))
@@ -127,6 +172,9 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "tracing": {"host": host_trace, "native_traces": native_traces, "python_allocators": trace_python_allocators,
                     "gpu": gpu, "cpp_stacks": cpp_stacks, "snapshot_every": snapshot_every, "drain": drain},
         "command": "tracer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "screen": screen,
+        "holders": holders,
+        "thresholds": asdict(thresholds),
     }
     try:
         report, code = run_diff(options, out_dir, thresholds, extra_rules)
@@ -135,7 +183,27 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
             shutil.rmtree(out_dir)
         raise
     _print_outcome(report, out_dir, as_json)
+    if gate and code == 0:
+        code = _gate_exit(report, str(out_dir / "report.json"), gate_baseline, baseline_file, max_leak_per_round,
+                          max_leak, gate_format, junit_file, to_stderr=as_json)
+    elif gate:
+        click.echo("[tracer] gate: not evaluated, the run ended early", err=True)
     sys.exit(code)
+
+
+def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, gate_format,
+                junit_file) -> dict | None:
+    """Check the gate options of `tracer diff` before the run; returns the baseline, loaded."""
+    from .baseline import load_baseline
+
+    if not gate:
+        used = [name for name, value in (("--baseline", baseline_file), ("--max-leak-per-round", max_leak_per_round),
+                                         ("--max-leak", max_leak), ("--format", gate_format),
+                                         ("--junit-file", junit_file)) if value is not None]
+        if used:
+            raise UsageError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only with --gate")
+        return None
+    return load_baseline(baseline_file) if baseline_file else None
 
 
 @main.command()
@@ -189,6 +257,55 @@ def snapshot_diff(baseline, final, out_dir, as_json):
                    f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
     if out_dir:
         click.echo(f"report: {out_dir / 'summary.md'}")
+
+
+@main.command("gate")
+@click.argument("report", type=click.Path(exists=True, path_type=Path))
+@gate_options
+def gate_command(report, baseline_file, max_leak_per_round, max_leak, gate_format, junit_file):
+    """Fail CI on new leaks: exit 0 when no new leak finding of REPORT exceeds the limits, 1 when one does,
+    2 for bad input.
+
+    REPORT is a report directory (tracer diff --out) or its report.json. A finding fails the gate when the
+    analysis called it a leak, the baseline does not accept its id, and it is over a limit (any new leak when
+    no limit is given). The output names each one with its component, bytes per round and top frames.
+    """
+    from .baseline import load_baseline
+    from .gate import load_report, report_file
+
+    data = load_report(report)
+    baseline = load_baseline(baseline_file) if baseline_file else None
+    sys.exit(_gate_exit(data, str(report_file(report)), baseline, baseline_file, max_leak_per_round, max_leak,
+                        gate_format, junit_file))
+
+
+@main.command("baseline")
+@click.argument("report", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Baseline file to write (JSON, schema tracer.baseline/1); commit it next to the CI config.")
+@click.option("--reason", help="Why these findings are accepted (stored with each one).")
+@click.option("--merge", is_flag=True, help="Keep the entries already in the --out file (and their reasons).")
+def baseline_command(report, out_file, reason, merge):
+    """Accept the leak findings of REPORT: write their stable ids to a baseline file, so that
+    `tracer gate --baseline FILE` fails only on new ones.
+
+    REPORT is a report directory or its report.json.
+    """
+    from .baseline import build_baseline, load_baseline, write_baseline
+    from .gate import fmt_bytes, load_report, report_file
+
+    data = load_report(report)
+    previous = load_baseline(out_file) if merge and out_file.exists() else None
+    baseline = build_baseline(data, reason, previous, source=str(report_file(report)))
+    write_baseline(out_file, baseline)
+    entries = baseline["accepted"]
+    click.echo(f"baseline: {len(entries)} accepted leak finding(s) written to {out_file}")
+    for e in entries:
+        click.echo(f"  {e['id']} {e.get('domain')} {e.get('component')}: "
+                   f"{fmt_bytes(e.get('bytes_per_round') or 0)}/round, {e.get('owner')}")
+    if data.get("verdict") == "inconclusive":
+        click.echo("[tracer] warning: the report is inconclusive (no measured round); it has no findings to accept",
+                   err=True)
 
 
 def run() -> None:

@@ -23,6 +23,7 @@ class Finding:
     component: str = "unknown"
     verdict: str = "unclassified"
     details: dict = field(default_factory=dict)
+    sources: list = field(default_factory=list)  # capture-internal keys of the merged groups (memray stack ids)
 
     @property
     def id(self) -> str:
@@ -61,6 +62,7 @@ def merge_by_id(findings: list[Finding]) -> list[Finding]:
         keep.per_round_bytes = [a + b for a, b in zip(pad(keep.per_round_bytes), pad(add.per_round_bytes))]
         keep.bytes += add.bytes
         keep.count += add.count
+        keep.sources = keep.sources + add.sources
         for key, value in add.details.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 keep.details[key] = keep.details.get(key, 0) + value

@@ -75,6 +75,7 @@ def host_findings(path: Path, marks: dict, native: bool = False) -> list[Finding
             continue
         per_round = [_live_new_bytes(intervals, b.baseline, r)[0] for r in b.rounds]
         out.append(Finding("host", stack, end_bytes, end_count, per_round,
-                           details={"undrained_bytes": undrained_bytes, "undrained_count": undrained_count}))
+                           details={"undrained_bytes": undrained_bytes, "undrained_count": undrained_count},
+                           sources=[(record.stack_id, record.native_stack_id)]))
     reader.close()
     return out

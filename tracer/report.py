@@ -14,7 +14,7 @@ from .stacks import owner_index, short_path
 from .verdicts import CACHE, LEAK
 
 SCHEMA = "tracer.report/1"
-ROUND_FIELDS = ("index", "phase", "seconds", "rss_bytes", "uss_bytes", "maxrss_bytes", "gpu_allocated_bytes",
+ROUND_FIELDS = ("index", "phase", "seconds", "rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes", "gpu_allocated_bytes",
                 "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes")
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
               "preload", "tracing", "env", "device", "command", "engine_load_seconds")
@@ -67,6 +67,8 @@ def _finding_md(f: Finding) -> list[str]:
            f"- live new bytes at the end of each measured round (MiB): {series or '-'}"]
     if undrained is not None:
         out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
+    for path in f.details.get("holders", []):
+        out.append(f"- held by: `{path}`")
     if f.details.get("in_graph_pool"):
         out.append("- in a CUDA-graph private pool")
     out += ["", "```", *_stack_lines(f), "```", ""]
@@ -92,13 +94,13 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines.append("| engine | in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) |")
     lines += ["", "## Rounds", ""]
     gpu = any("gpu_allocated_bytes" in r for r in report["rounds"])
-    cols = ["round", "phase", "seconds", "RSS MiB", "USS MiB", "peak RSS MiB"] + (
+    cols = ["round", "phase", "seconds", "RSS MiB", "USS MiB", "peak RSS MiB", "C heap MiB"] + (
         ["GPU alloc MiB", "GPU reserved MiB", "device used MiB", "pinned host MiB"] if gpu else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report["rounds"]:
         vals = [r["index"], r["phase"], f"{r['seconds']:.3f}"] + [
             f"{r[k] / 2**20:.1f}" if r.get(k) is not None else "-"
-            for k in ("rss_bytes", "uss_bytes", "maxrss_bytes") + (
+            for k in ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes") + (
                 ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
         lines.append("| " + " | ".join(map(str, vals)) + " |")
     if report["growth"]:

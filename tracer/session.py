@@ -141,13 +141,24 @@ def run_session(capture_dir: Path, options: dict) -> int:
             one_round(index, "warmup")
         if tracing.drain:
             writer.event("drain", when="baseline", reset=drain(llm))
+        first = config.warmup
+        if options.get("screen"):
+            if not screen_pass(writer, config, one_round, llm, options["thresholds"]):
+                raise ScreenedClean()
+            first += config.rounds
+            writer.event("drain", when="baseline", reset=drain(llm))
         recorder.start()
-        last = config.warmup + config.rounds - 1
-        for index in range(config.warmup, last + 1):
+        last = first + config.rounds - 1
+        for index in range(first, last + 1):
             one_round(index, "measured")
             recorder.round_end(index, last=index == last)
         if tracing.drain:
             recorder.drained(drain(llm))
+        recorder.stop()
+        if options.get("holders", True):
+            find_leak_holders(capture_dir, llm)
+        status, error, code = "complete", None, 0
+    except ScreenedClean:
         status, error, code = "complete", None, 0
     except UsageError as exc:
         status, error, code = "failed", str(exc), 2
@@ -162,6 +173,43 @@ def run_session(capture_dir: Path, options: dict) -> int:
     if error and code != 2:  # bad input is printed once, by `tracer diff`
         log(f"error: {error}")
     return code
+
+
+class ScreenedClean(Exception):
+    """The screening pass saw nothing grow: the traced pass is skipped."""
+
+
+def screen_pass(writer: CaptureWriter, config: WorkloadConfig, one_round, llm, thresholds: dict) -> bool:
+    """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
+    from .probes import read_counters
+    from .screen import screen
+    from .verdicts import Thresholds
+
+    baseline = writer.event("screen_mark", name="baseline", **read_counters())
+    rows = []
+    for index in range(config.warmup, config.warmup + config.rounds):
+        one_round(index, "screen")
+        rows.append(read_counters())
+    drain(llm)
+    drained = writer.event("screen_mark", name="drained", **read_counters())
+    suspect, reasons = screen(baseline, rows, drained, Thresholds(**thresholds))
+    writer.event("screen", suspect=suspect, reasons=reasons)
+    log(("growth seen, tracing: " if suspect else "nothing grows, no traced pass: ") + "; ".join(reasons))
+    return suspect
+
+
+def find_leak_holders(capture_dir: Path, llm) -> None:
+    """Name who holds each leak while the objects still exist; a failure here costs only the holder chains."""
+    from .holders import record_holders
+
+    start = time.perf_counter()
+    try:
+        holders = record_holders(capture_dir, {"llm": llm})
+    except Exception as exc:  # noqa: BLE001 - the capture is complete without them
+        log(f"holder search failed: {type(exc).__name__}: {exc}")
+        return
+    if holders:
+        log(f"holders of {len(holders)} leak(s) found in {time.perf_counter() - start:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

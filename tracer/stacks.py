@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # tracer's own modules that run inside the traced process.
 _TRACER_FILES = r"/tracer/(session|workload|recorder|host_trace|gpu_trace|probes|pytest_plugin)\.py$"
-_OBSERVER = re.compile(r"/tracer/(recorder|gpu_trace|probes)\.py$")
+_OBSERVER = re.compile(r"/tracer/(recorder|gpu_trace|probes|capture|host_trace)\.py$")
 
 # Frames that say *how* memory was allocated, not *who* wanted it: allocator and unwinder internals,
 # torch's dispatch and module plumbing, Python's own machinery, and tracer itself.
@@ -93,9 +93,24 @@ def is_plumbing(frame: Frame) -> bool:
     return bool(_PLUMBING_FUNCTIONS.match(frame.function) or _PLUMBING_FILES.search(frame.file.replace("\\", "/")))
 
 
+_TRACER_MODULE = re.compile(r"/tracer/\w+\.py$")
+_FOREIGN_CODE = re.compile(r"(site-packages|dist-packages)/|/lib/python3(\.\d+)?/|^<frozen ")
+
+
 def is_observer(stack: tuple[Frame, ...]) -> bool:
-    """Allocations tracer itself makes in the measured window (snapshots, counters): not the workload's."""
-    return any(_OBSERVER.search(f.file.replace("\\", "/")) for f in stack)
+    """Allocations tracer itself makes in the measured window (snapshots, counters): not the workload's.
+
+    The innermost frame of tracer's own code decides, unless code of the user's comes first: the workload's
+    round runs inside `Recorder.round` too, so an observer module further out says nothing. Library,
+    standard-library and native frames in between (psutil, json, torch) are passed over.
+    """
+    for f in stack:
+        path = f.file.replace("\\", "/")
+        if _TRACER_MODULE.search(path):
+            return bool(_OBSERVER.search(path))
+        if path.endswith(".py") and not _FOREIGN_CODE.search(path):
+            return False  # the user's code (a script, a test, a --preload patch) asked for it
+    return False
 
 
 def owner_index(stack: tuple[Frame, ...]) -> int:
