@@ -9,6 +9,7 @@ from .capture import Capture
 from .components import Rule, classify_component
 from .findings import Finding, merge_by_id
 from .host_analysis import host_findings
+from .unattributed import unattributed_growth
 from .verdicts import CACHE, LEAK, Thresholds, apply_verdicts
 
 COUNTERS = ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes", "gpu_allocated_bytes", "gpu_reserved_bytes",
@@ -22,6 +23,7 @@ class Analysis:
     findings: list[Finding]
     growth: dict
     vllm_check: dict
+    unattributed: list[dict]
     thresholds: Thresholds
     notes: list[str] = field(default_factory=list)
 
@@ -119,7 +121,10 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
             f.details["holders"] = holders[f.id]
     apply_verdicts(findings, thresholds, drained=capture.mark("drained") is not None)
     findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))
-    return Analysis(capture, findings, growth_table(capture), vllm_check(capture), thresholds, notes)
+    growth = growth_table(capture)
+    drained = capture.mark("drained") is not None
+    return Analysis(capture, findings, growth, vllm_check(capture),
+                    unattributed_growth(growth, findings, drained), thresholds, notes)
 
 
 def analyze_dir(directory: Path, **kwargs) -> Analysis:

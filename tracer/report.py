@@ -41,6 +41,7 @@ def build_report(a: Analysis) -> dict:
                 **{k: run.get(k) for k in RUN_FIELDS}},
         "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
         "growth": a.growth,
+        "unattributed": a.unattributed,
         "vllm_check": a.vllm_check,
         "thresholds": asdict(a.thresholds),
         "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
@@ -109,6 +110,10 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         for name, g in report["growth"].items():
             lines.append(f"| {name} | {mib(g['baseline'])} | {mib(g['end'])} | {mib(g['growth'])} | "
                          f"{mib(g.get('growth_after_drain'))} |")
+    if report["unattributed"]:
+        lines += ["", "Growth no traced allocation explains:", ""]
+        for row in report["unattributed"]:
+            lines.append(f"- {row['counter']}: {mib(row['unattributed'])} of {mib(row['growth'])} - {row['hint']}")
     check = report["vllm_check"]
     if check:
         lines += ["", f"vLLM's own check (peak RSS and device used memory, 0 MiB threshold) would "
