@@ -12,7 +12,6 @@ its verdict and rank among leaks, and how many other leak verdicts there were (f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,12 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from tracer.analysis import analyze  # noqa: E402
 from tracer.capture import CaptureWriter, read_capture  # noqa: E402
-from tracer.models import resolve_model  # noqa: E402
 from tracer.recorder import Recorder, TracingOptions  # noqa: E402
-from tracer.session import ENGINE_ENV, load_preload, quiet_repeated_logs  # noqa: E402
+from tracer.session import load_preload  # noqa: E402
 from tracer.sizes import parse_size  # noqa: E402
-from tracer.workload import (WorkloadConfig, build_engine, drain, make_requests, run_round,  # noqa: E402
-                             sampling_params, single_token_words)
+from tracer.workload import WorkloadConfig, drain, start_engine  # noqa: E402
 
 PLANT = ROOT / "tests" / "plants" / "gpu_encoder_outputs.py"
 
@@ -38,16 +35,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB", help="bytes kept per encoder output")
     args = parser.parse_args()
-    for key, value in ENGINE_ENV.items():
-        os.environ.setdefault(key, value)
     load_preload(str(PLANT))
     plant = sys.modules[PLANT.stem]
-    spec = resolve_model(args.model)
-    llm = build_engine(spec.model, spec.default_engine_args)
-    quiet_repeated_logs()
-    config = WorkloadConfig(model=args.model, rounds=args.rounds)
-    params = sampling_params(config, spec.detokenize)
-    words = single_token_words(llm.get_tokenizer())
+    engine = start_engine(WorkloadConfig(model=args.model, rounds=args.rounds))
     index = 0
     rows = []
     for size_text in args.sizes.split(","):
@@ -57,20 +47,18 @@ def main() -> None:
                                                      "tracing": {"host": True}}})
         recorder = Recorder(writer, TracingOptions())
         plant._limit = 0
-        for _ in range(config.warmup):
-            conversations = make_requests(config, index, words)
+        for _ in range(engine.config.warmup):
+            recorder.round(index, "warmup", engine.round(index))
             index += 1
-            recorder.round(index, "warmup", lambda: run_round(llm, conversations, params))
-        drain(llm)
+        drain(engine.llm)
         plant._kept.clear()
         plant._limit = size
         recorder.start()
         for k in range(args.rounds):
-            conversations = make_requests(config, index, words)
-            index += 1
-            recorder.round(index, "measured", lambda: run_round(llm, conversations, params))
+            recorder.round(index, "measured", engine.round(index))
             recorder.round_end(index, last=k == args.rounds - 1)
-        recorder.drained(drain(llm))
+            index += 1
+        recorder.drained(drain(engine.llm))
         recorder.stop()
         writer.finish("complete")
         leaked_per_round = sum(t.numel() * t.element_size() for t in plant._kept) / args.rounds

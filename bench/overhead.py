@@ -21,10 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tracer.host_trace import start_host_trace, stop_host_trace  # noqa: E402
-from tracer.models import resolve_model  # noqa: E402
-from tracer.session import ENGINE_ENV, quiet_repeated_logs  # noqa: E402
-from tracer.workload import (WorkloadConfig, build_engine, make_requests, run_round, sampling_params,  # noqa: E402
-                             single_token_words)
+from tracer.workload import WorkloadConfig, start_engine  # noqa: E402
 
 
 def modes(gpu: bool) -> dict[str, dict]:
@@ -43,14 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
-    for key, value in ENGINE_ENV.items():
-        os.environ.setdefault(key, value)
-    spec = resolve_model(args.model)
-    llm = build_engine(spec.model, spec.default_engine_args)
-    quiet_repeated_logs()
-    config = WorkloadConfig(model=args.model, batch=args.batch)
-    params = sampling_params(config, spec.detokenize)
-    words = single_token_words(llm.get_tokenizer())
+    engine = start_engine(WorkloadConfig(model=args.model, batch=args.batch))
     import torch
 
     gpu = torch.cuda.is_available()
@@ -67,10 +57,10 @@ def main() -> None:
                 path = tmp / f"{rep}-{len(times[name])}.memray"
                 tracker = start_host_trace(path, native_traces=mode["host"] == "native")
             for k in range(args.rounds + 1):
-                conversations = make_requests(config, index, words)
+                run = engine.round(index)
                 index += 1
                 start = time.perf_counter()
-                run_round(llm, conversations, params)
+                run()
                 if k:  # the first round of a block warms the mode up
                     times[name].append(time.perf_counter() - start)
             if tracker is not None:

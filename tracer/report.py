@@ -63,7 +63,10 @@ def _stack_lines(f: Finding, depth: int = 12) -> list[str]:
 def _finding_md(f: Finding) -> list[str]:
     series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
     undrained = f.details.get("undrained_bytes")
-    head = (f"### `{f.id}` {f.verdict}: {mib(f.bytes)} in {f.count} {f.domain} allocations - {f.component}")
+    if f.verdict == CACHE and undrained:
+        head = f"### `{f.id}` cache: {mib(undrained)} filled ({mib(f.bytes)} left after the drain) - {f.component}"
+    else:
+        head = f"### `{f.id}` {f.verdict}: {mib(f.bytes)} in {f.count} {f.domain} allocations - {f.component}"
     out = [head, "", f"- why: {f.details.get('reason', '-')}",
            f"- live new bytes at the end of each measured round (MiB): {series or '-'}"]
     if undrained is not None:

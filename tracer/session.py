@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import logging
 import os
 import platform
 import sys
@@ -23,13 +22,7 @@ from . import __version__
 from .capture import CaptureWriter
 from .recorder import Recorder, TracingOptions
 from .errors import UsageError
-from .workload import (WorkloadConfig, build_engine, check_engine_args, drain, make_requests, run_round, sampling_params,
-                       single_token_words)
-
-# In-process engine core (so one tracker sees it all), no hub; a 1 GiB KV cache on CPU hosts.
-ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-              "VLLM_CPU_KVCACHE_SPACE": "1"}
-
+from .workload import ENGINE_ENV, WorkloadConfig, drain, start_engine
 
 def load_preload(path: str) -> None:
     """Import a user's Python file as a named module (its stem), so its globals can be named in holder chains."""
@@ -76,27 +69,6 @@ class Progress:
         sys.stderr.flush()
 
 
-class OncePerMessage(logging.Filter):
-    """Let each log message through once: the CPU worker repeats the same warning at every step."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: set[tuple[str, str]] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
-        if key in self.seen:
-            return False
-        self.seen.add(key)
-        return True
-
-
-def quiet_repeated_logs() -> None:
-    once = OncePerMessage()
-    for handler in logging.getLogger("vllm").handlers:
-        handler.addFilter(once)
-
-
 def log(message: str) -> None:
     print(f"[tracer] {message}", file=sys.stderr, flush=True)
 
@@ -104,8 +76,6 @@ def log(message: str) -> None:
 def run_session(capture_dir: Path, options: dict) -> int:
     config = WorkloadConfig(**options["workload"])
     tracing = TracingOptions(**options["tracing"])
-    for key, value in ENGINE_ENV.items():
-        os.environ.setdefault(key, value)
     writer = CaptureWriter(capture_dir, {"run": {**asdict(config), "preload": options.get("preload", []),
                                                  "tracing": asdict(tracing), "env": dict(ENGINE_ENV),
                                                  "command": options.get("command")}})
@@ -114,28 +84,15 @@ def run_session(capture_dir: Path, options: dict) -> int:
         config.validate()
         for file in options.get("preload", []):
             load_preload(file)
-        from .models import resolve_model
-
-        try:
-            spec = resolve_model(config.model)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        engine_args = {**spec.default_engine_args, **config.engine_args}
-        check_engine_args(engine_args)
-        log(f"starting vLLM on {spec.model} ...")
-        t0 = time.perf_counter()
-        llm = build_engine(spec.model, engine_args)
-        quiet_repeated_logs()
-        params = sampling_params(config, spec.detokenize)
-        words = single_token_words(llm.get_tokenizer())
+        engine = start_engine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
         writer.manifest["run"].update(versions=versions(), device=device_name(recorder.gpu), gpu=recorder.gpu,
-                                      model_path=spec.model, engine_args=engine_args,
-                                      engine_load_seconds=round(time.perf_counter() - t0, 3))
+                                      model_path=engine.model, engine_args=engine.engine_args,
+                                      engine_load_seconds=engine.load_seconds)
         writer.save_manifest()
+        llm = engine.llm
 
         def one_round(index: int, phase: str) -> None:
-            conversations = make_requests(config, index, words)
-            recorder.round(index, phase, lambda: run_round(llm, conversations, params))
+            recorder.round(index, phase, engine.round(index))
 
         for index in range(config.warmup):
             one_round(index, "warmup")

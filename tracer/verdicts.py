@@ -49,6 +49,9 @@ def classify(f: Finding, th: Thresholds, drained: bool) -> tuple[str, str]:
     if plateau:
         return CACHE, "grew, then stayed flat for the second half of the rounds (bounded)"
     if drained and series and series[-1] > 0 and f.bytes < max(2.0, 0.5 * len(series)) * series[-1] / len(series):
+        if undrained - f.bytes >= th.min_total:  # the drain released a fill: a cache whose last round is in use
+            return CACHE, (f"released by the drain: {undrained} bytes filled, {f.bytes} left (about the last "
+                           "round's worth, still in use)")
         return TRANSIENT, (f"grows until the drain, which leaves {f.bytes} bytes: about the last round's worth, "
                            "not one piece per round")
     if f.bytes >= th.min_total and rate >= th.min_per_round and growing / len(steps) >= th.min_growing_fraction:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import os
+import time
 import random
 import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
+
+# In-process engine core (so one tracker sees it all), no hub; a 1 GiB KV cache on CPU hosts.
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+              "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 IMAGE_MODES = ("fresh", "fixed")
 _WORDS = (
@@ -158,3 +165,63 @@ def drain(llm) -> list[str]:
             pass
     gc.collect()
     return done
+
+
+class OncePerMessage(logging.Filter):
+    """Let each log message through once: the CPU worker repeats the same warning at every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def quiet_repeated_logs() -> None:
+    once = OncePerMessage()
+    for handler in logging.getLogger("vllm").handlers:
+        handler.addFilter(once)
+
+
+@dataclass
+class Engine:
+    """A started engine with what a round needs: sampling parameters and the words random texts are made of."""
+
+    config: WorkloadConfig
+    llm: object
+    params: object
+    words: list[str]
+    model: str
+    engine_args: dict
+    load_seconds: float
+
+    def round(self, index: int):
+        """A callable that runs round `index` (its requests are made now, outside the timed part)."""
+        conversations = make_requests(self.config, index, self.words)
+        return lambda: run_round(self.llm, conversations, self.params)
+
+
+def start_engine(config: WorkloadConfig, on_start=None) -> Engine:
+    """Resolve the model, check the engine arguments and start vLLM in-process."""
+    from .models import resolve_model
+
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        spec = resolve_model(config.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    engine_args = {**spec.default_engine_args, **config.engine_args}
+    check_engine_args(engine_args)
+    if on_start:
+        on_start(spec.model)
+    start = time.perf_counter()
+    llm = build_engine(spec.model, engine_args)
+    quiet_repeated_logs()
+    return Engine(config, llm, sampling_params(config, spec.detokenize), single_token_words(llm.get_tokenizer()),
+                  spec.model, engine_args, round(time.perf_counter() - start, 3))
