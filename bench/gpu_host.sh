@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU host (vLLM 0.25 installed into /tmp/site by ../shared/gpu/install.sh): the runs quoted in the
-# issue notes. `bash bench/gpu_host.sh runs` (clean + planted 4B diffs), `bash bench/gpu_host.sh bench`
-# (overhead and detection limit). Results go to $OUT (report trees as tarballs, without the large host.memray).
+# issue notes. `bash bench/gpu_host.sh runs` (clean, planted and screened 4B diffs), `... bench` (overhead and
+# detection limit), `... e2e` (whole-command wall times). Results go to $OUT (report trees as tarballs, without
+# the large host.memray).
 set -u
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONUNBUFFERED=1 TRACER_CACHE_DIR=/tmp/tracer-cache
 OUT=${OUT:-/tmp/out}
@@ -19,6 +20,11 @@ case ${1:-runs} in
     python -c "import vllm, torch, memray; print('vllm', vllm.__version__, 'torch', torch.__version__, 'memray', memray.__version__)"
     diff_run clean
     diff_run planted --preload tests/plants/gpu_encoder_outputs.py
+    diff_run screened --screen
+    ;;
+  e2e)
+    python bench/end_to_end.py --model qwen3-vl-4b --repeats 1 >"$OUT/e2e.md" 2>/tmp/runs/e2e.log
+    echo "e2e: exit $?"; cat "$OUT/e2e.md"; tail -n 5 /tmp/runs/e2e.log
     ;;
   bench)
     python bench/overhead.py --model qwen3-vl-4b --rounds 5 --repeats 2 >"$OUT/overhead.md" 2>/tmp/runs/overhead.log

@@ -64,3 +64,14 @@ def test_vllm_caches_appear_as_caches_with_their_fill(clean):
     if images == "fresh":
         encoder = caches_of(report, "encoder cache")
         assert encoder and max(f["details"]["undrained_bytes"] for f in encoder) >= 256 * 1024, describe(report)
+
+
+def test_no_torch_compile_label_without_compilation(clean):
+    """The tiny model runs with enforce_eager: vLLM's compile decorator only passes the call through to the eager
+    forward, so nothing may be put down to torch.compile unless dynamo or inductor frames are on its stack."""
+    _, _, report = clean
+    assert report["run"]["engine_args"].get("enforce_eager") is True
+    for f in report["findings"]:
+        if f["component"] == "torch.compile":
+            assert any(k in fr["file"] for fr in f["stack"] for k in ("torch/_dynamo/", "torch/_inductor/")), (
+                [fr["function"] + "@" + fr["file"] for fr in f["stack"][:20]])

@@ -42,7 +42,8 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     _rule("prefix cache", r"vllm/v1/core/(block_pool|kv_cache_utils)\.py"),
     _rule("KV cache", r"vllm/v1/(worker|core)/.*\.py", r"initialize_kv_cache|allocate_kv_cache|_allocate_kv"),
     _rule("per-request state", r"vllm/v1/(core/sched/scheduler|engine/output_processor|request)\.py"),
-    _rule("torch.compile", r"vllm/compilation/|torch/_dynamo/|torch/_inductor/"),
+    # not vllm/compilation/decorators.py: its __call__ wraps every decorated model's forward, eager ones included
+    _rule("torch.compile", r"vllm/compilation/(?!decorators\.py)|torch/_dynamo/|torch/_inductor/"),
     _rule("sampler", r"vllm/v1/sample/"),
     _rule("vision encoder", r"vllm/model_executor/models/qwen\d?_?\d?_?vl\.py|vllm/model_executor/models/.*vl\.py",
           r"embed_multimodal|_process_image_input|VisionTransformer|Vision"),

@@ -15,7 +15,8 @@ _OBSERVER = re.compile(r"/tracer/(recorder|gpu_trace|probes|capture|host_trace)\
 _PLUMBING_FUNCTIONS = re.compile(
     r"^(torch::unwind|torch::CapturedTraceback|c10::|at::|CapturedTraceback|DeviceCachingAllocator|"
     r"c10d::|std::|_PyEval|PyEval|_PyObject|PyObject_|_PyFunction|PyVectorcall|method_vectorcall|"
-    r"cfunction_|slot_tp_|_start|__libc|start_thread|clone3?$|\?\?$)"
+    r"cfunction_|slot_tp_|_start|__libc|start_thread|clone3?$|\?\?$|<unknown>$|"
+    r"ffi_call|_call_function_pointer|_ctypes_callproc|PyCFuncPtr_call)"
 )
 _PLUMBING_FILES = re.compile(
     r"(torch/_ops\.py|torch/nn/modules/module\.py|torch/utils/_contextlib\.py|torch/_tensor\.py|"
