@@ -79,7 +79,8 @@ def run_session(capture_dir: Path, options: dict) -> int:
     writer = CaptureWriter(capture_dir, {"run": {**asdict(config), "preload": options.get("preload", []),
                                                  "tracing": asdict(tracing), "env": dict(ENGINE_ENV),
                                                  "command": options.get("command")}})
-    recorder = Recorder(writer, tracing, on_round=Progress(config.warmup + config.rounds).round)
+    progress = Progress(config.warmup + config.rounds)
+    recorder = Recorder(writer, tracing, on_round=progress.round)
     try:
         config.validate()
         for file in options.get("preload", []):
@@ -103,6 +104,7 @@ def run_session(capture_dir: Path, options: dict) -> int:
             if not screen_pass(writer, config, one_round, llm, options["thresholds"]):
                 raise ScreenedClean()
             first += config.rounds
+            progress.total += config.rounds
             writer.event("drain", when="baseline", reset=drain(llm))
         recorder.start()
         last = first + config.rounds - 1
