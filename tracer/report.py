@@ -10,7 +10,7 @@ from .analysis import Analysis
 from .capture import write_json_atomic
 from .findings import Finding
 from .flamegraph import write_flamegraph
-from .stacks import owner_index, short_path
+from .stacks import is_tracer_frame, owner_index, short_path
 from .verdicts import CACHE, LEAK
 
 SCHEMA = "tracer.report/1"
@@ -51,12 +51,16 @@ def build_report(a: Analysis) -> dict:
 
 
 def _stack_lines(f: Finding, depth: int = 12) -> list[str]:
+    """The stack from the owner frame outwards, up to tracer's own round loop."""
     start = owner_index(f.stack)
-    lines = []
-    for i, fr in enumerate(f.stack[start:start + depth]):
-        lines.append(f"{'->' if i == 0 else '  '} {fr.function}  {short_path(fr.file)}:{fr.line}")
-    if len(f.stack) > start + depth:
-        lines.append(f"   ... {len(f.stack) - start - depth} more frames")
+    frames = f.stack[start:]
+    end = next((i for i, fr in enumerate(frames) if is_tracer_frame(fr)), len(frames))
+    lines = [f"{'->' if i == 0 else '  '} {fr.function}  {short_path(fr.file)}:{fr.line}"
+             for i, fr in enumerate(frames[:min(end, depth)])]
+    if end > depth:
+        lines.append(f"   ... {end - depth} more frames")
+    if end < len(frames):
+        lines.append("   (called from tracer's round loop)")
     return lines
 
 

@@ -98,6 +98,11 @@ _TRACER_MODULE = re.compile(r"/tracer/\w+\.py$")
 _FOREIGN_CODE = re.compile(r"(site-packages|dist-packages)/|/lib/python3(\.\d+)?/|^<frozen ")
 
 
+def is_tracer_frame(frame: Frame) -> bool:
+    """A frame of tracer's own round loop (the workload driver), below which a stack says nothing new."""
+    return bool(re.search(_TRACER_FILES, frame.file.replace("\\", "/")))
+
+
 def is_observer(stack: tuple[Frame, ...]) -> bool:
     """Allocations tracer itself makes in the measured window (snapshots, counters): not the workload's.
 
