@@ -39,12 +39,15 @@ def render_flamegraph(findings: list[Finding], title: str, command_line: str) ->
 
     records = [_Record([(fr.function, fr.file, fr.line) for fr in f.stack] or [("<unknown>", "?", 0)],
                        f.bytes, max(f.count, 1), thread_name=f.domain) for f in findings if f.bytes > 0]
+    # memray's page warns that pymalloc pools hide frees of host objects; CUDA blocks are tracked one by one.
+    host = any(f.domain == "host" for f in findings)
+    allocator = "pymalloc" if host else "torch CUDA caching allocator"
     reporter = FlameGraphReporter.from_snapshot(records, memory_records=[], native_traces=False)
     now = datetime.now(timezone.utc)
     metadata = Metadata(start_time=now, end_time=now, total_allocations=sum(r.n_allocations for r in records),
                         total_frames=0, peak_memory=sum(r.size for r in records), command_line=f"{title}: {command_line}",
-                        pid=0, main_thread_id=1, python_allocator="pymalloc", has_native_traces=False,
-                        trace_python_allocators=False, file_format=FileFormat.ALL_ALLOCATIONS)
+                        pid=0, main_thread_id=1, python_allocator=allocator, has_native_traces=False,
+                        trace_python_allocators=not host, file_format=FileFormat.ALL_ALLOCATIONS)
     out = io.StringIO()
     reporter.render(out, metadata, show_memory_leaks=True, merge_threads=True, inverted=False, no_web=True)
     return out.getvalue()
