@@ -9,8 +9,8 @@ it lived, without a Python loop over millions of raw records.
 from __future__ import annotations
 
 import bisect
-from itertools import accumulate
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 from .findings import Finding

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .analysis import Analysis
@@ -153,10 +153,13 @@ def write_report(a: Analysis, out_dir: Path) -> dict:
     command = report["run"].get("command") or "tracer diff"
     files = {"summary": "summary.md", "report": "report.json"}
     for domain in ("host", "gpu"):
-        survivors = [f for f in a.findings if f.domain == domain and f.bytes > 0]
+        # what was live at the end of the last round: leaks, and caches at their fill before the final drain
+        survivors = [replace(f, bytes=max(f.bytes, f.details.get("undrained_bytes", 0)))
+                     for f in a.findings if f.domain == domain]
+        survivors = [f for f in survivors if f.bytes > 0]
         if survivors:
             name = f"{domain}-flamegraph.html"
-            write_flamegraph(out_dir / name, survivors, f"surviving {domain} allocations", command)
+            write_flamegraph(out_dir / name, survivors, f"new {domain} allocations live after the last round", command)
             files[f"{domain}_flamegraph"] = name
     report["files"] = files
     write_json_atomic(out_dir / "report.json", report)
