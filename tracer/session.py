@@ -44,10 +44,11 @@ def versions() -> dict:
     return out
 
 
-def device_name(gpu: bool) -> str:
-    if gpu:
-        import torch
+def device_name() -> str:
+    """The device the engine ran on, whether or not GPU tracing was on."""
+    import torch
 
+    if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
@@ -86,7 +87,7 @@ def run_session(capture_dir: Path, options: dict) -> int:
         for file in options.get("preload", []):
             load_preload(file)
         engine = start_engine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
-        writer.manifest["run"].update(versions=versions(), device=device_name(recorder.gpu), gpu=recorder.gpu,
+        writer.manifest["run"].update(versions=versions(), device=device_name(), gpu=recorder.gpu,
                                       model_path=engine.model, engine_args=engine.engine_args,
                                       engine_load_seconds=engine.load_seconds)
         writer.save_manifest()
