@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import platform
 import resource
 import sys
 
@@ -70,3 +72,12 @@ def gpu_counters() -> dict:
 
 def read_counters() -> dict:
     return {**host_counters(), **gpu_counters()}
+
+
+def device_name() -> str:
+    """The device the engine ran on, whether or not GPU tracing was on."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(torch.cuda.current_device())}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"

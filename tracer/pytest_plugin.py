@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import os
-import platform
 import re
 import sys
 import tempfile
@@ -146,14 +144,6 @@ def _drain(user_drain: Callable[[], object] | None) -> list[str]:
     return done + ["gc"]
 
 
-def _device(gpu: bool) -> str:
-    if gpu:
-        import torch
-
-        return f"cuda: {torch.cuda.get_device_name(torch.cuda.current_device())}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def run_rounds(round_fn: Callable[[], object], directory: Path, settings: Settings | None = None,
                command: str | None = None) -> dict:
     """Run `round_fn` warmup + rounds times under tracer, in this process; write the capture and the report into
@@ -162,6 +152,7 @@ def run_rounds(round_fn: Callable[[], object], directory: Path, settings: Settin
     from .analysis import analyze
     from .capture import CaptureWriter, read_capture
     from .errors import UsageError
+    from .probes import device_name
     from .recorder import Recorder, TracingOptions
     from .report import write_report
 
@@ -185,7 +176,7 @@ def run_rounds(round_fn: Callable[[], object], directory: Path, settings: Settin
         writer.event("drain", when="baseline", reset=_drain(s.drain))
         tracing = TracingOptions(host=True, gpu=_cuda_in_use() if s.gpu is None else s.gpu, drain=True)
         writer.manifest["run"].update(tracing=asdict(tracing), gpu=tracing.gpu_enabled(),
-                                      device=_device(tracing.gpu_enabled()))
+                                      device=device_name())
         writer.save_manifest()
         recorder = Recorder(writer, tracing)
         try:

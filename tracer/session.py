@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import platform
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .capture import CaptureWriter
+from .probes import device_name
 from .recorder import Recorder, TracingOptions
 from .errors import UsageError
 from .workload import ENGINE_ENV, WorkloadConfig, drain, start_engine
@@ -42,15 +42,6 @@ def versions() -> dict:
         except Exception:  # noqa: BLE001 - a version we cannot read is reported as missing
             out[name] = None
     return out
-
-
-def device_name() -> str:
-    """The device the engine ran on, whether or not GPU tracing was on."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 class Progress:
