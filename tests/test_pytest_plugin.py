@@ -53,7 +53,7 @@ def failure_text(result) -> str:
 
 
 def report_dir(result) -> Path:
-    (match,) = re.findall(r"report: (\S+)/summary\.md", failure_text(result))
+    (match,) = set(re.findall(r"report: (\S+)/summary\.md", failure_text(result)))  # pytest may repeat it
     return Path(match)
 
 

@@ -44,7 +44,7 @@ def test_clean_run_stops_after_the_screen(tmp_path):
     assert report["verdict"] == "clean" and report["findings"] == []
     assert [r["phase"] for r in report["rounds"]] == ["warmup"] + ["screen"] * 4
     assert not (out / "capture" / "host.memray").exists()
-    assert "nothing grows, so no traced pass ran" in report["notes"][0]
+    assert any("nothing grows, so no traced pass ran" in note for note in report["notes"]), report["notes"]
 
 
 @pytest.mark.engine

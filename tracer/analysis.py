@@ -107,7 +107,7 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     tracing = capture.manifest.get("run", {}).get("tracing", {})
     if capture.host_file is not None and marks is not None and marks["rounds"]:
         findings += merge_by_id(host_findings(capture.host_file, marks, native=bool(tracing.get("native_traces"))))
-    elif tracing.get("host"):
+    elif tracing.get("host") and marks is not None:
         notes.append("no host capture in this capture directory (the run ended before the first measured round, "
                      "or host.memray was left out)")
     findings += gpu_findings(capture)
