@@ -73,7 +73,8 @@ def log(message: str) -> None:
 def timed_env(extra_path: str | None = None) -> dict:
     """This environment, minus PYTHONPATH entries that hold a sitecustomize.py; `extra_path` first."""
     env = dict(os.environ)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not (Path(p) / "sitecustomize.py").exists()]
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not (Path(p) / "sitecustomize.py").exists()]
     if extra_path:
         parts.insert(0, extra_path)
     env["PYTHONPATH"] = os.pathsep.join(parts)
@@ -98,7 +99,7 @@ def make_capture(directory: Path, rounds: int) -> None:
     log("making the capture: " + " ".join(cmd[1:]))
     start = time.perf_counter()
     with open(directory.parent / f"{directory.name}.log", "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        code = subprocess.run(cmd, check=False, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if code != 0:
         sys.exit(f"[bench] tracer diff failed (exit {code}); see {directory.parent / (directory.name + '.log')}")
     log(f"made in {time.perf_counter() - start:.0f} s")
@@ -133,7 +134,7 @@ def run_command(cmd: list[str], env: dict) -> tuple[float, float]:
     """(wall, CPU of the child) of one command line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -145,7 +146,7 @@ def run_in_process(code: str, target: Path, host: Path, env: dict) -> tuple[floa
     """(wall, CPU) of the timed part of `code`, measured inside a fresh interpreter."""
     program = (f"import time\nTARGET, FILE = {str(target)!r}, {str(host)!r}\n{code}\n"
                "print(time.perf_counter() - W, time.process_time() - C)\n")
-    done = subprocess.run([PY, "-c", program], capture_output=True, env=env, cwd=ROOT)
+    done = subprocess.run([PY, "-c", program], check=False, capture_output=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         sys.exit(f"[bench] in-process timing failed:\n{done.stderr.decode()[-2000:]}")
     wall, cpu = done.stdout.decode().split()[-2:]

@@ -47,27 +47,18 @@ def log(message: str) -> None:
 
 
 def supports(option: str) -> bool:
-    done = subprocess.run([PY, "-m", "tracer", "diff", "--help"], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([PY, "-m", "tracer", "diff", "--help"], check=False, capture_output=True, text=True, cwd=ROOT)
     return option in done.stdout
 
 
-def device() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"CUDA: {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    model = platform.processor() or platform.machine()
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"CPU only: {model}, {os.cpu_count()} cores"
+    return platform.processor() or platform.machine()
 
 
 def run_diff(args, mode: str, out: Path, extra: list[str]) -> dict:
@@ -75,7 +66,7 @@ def run_diff(args, mode: str, out: Path, extra: list[str]) -> dict:
            *MODES[mode], *extra]
     start = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as logfile:
-        code = subprocess.run(cmd, stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        code = subprocess.run(cmd, check=False, stdout=logfile, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     wall = time.perf_counter() - start
     if code not in (0, 1) or not (out / "report.json").exists():
         sys.exit(f"[bench] {mode}: tracer diff exited {code}; see {out.with_suffix('.log')}")
@@ -86,7 +77,8 @@ def run_diff(args, mode: str, out: Path, extra: list[str]) -> dict:
     total_rounds = sum(r["seconds"] for r in rounds)
     return {"wall": wall, "engine": load, "rounds": total_rounds, "rest": wall - load - total_rounds,
             "round": statistics.median(after_warmup) if after_warmup else float("nan"),
-            "n_rounds": len(after_warmup), "verdict": report["verdict"], "code": code}
+            "n_rounds": len(after_warmup), "verdict": report["verdict"], "code": code,
+            "device": report["run"].get("device") or "?"}
 
 
 def main() -> None:
@@ -108,7 +100,7 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tracer-bench-e2e-"))
     root.mkdir(parents=True, exist_ok=True)
-    log(f"warm-up run (untimed): untraced, reports under {root}")
+    log(f"warm-up run (untimed): {modes[0]}, reports under {root}")
     run_diff(args, modes[0], root / "warmup", args.extra)
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for rep in range(args.repeats):
@@ -124,7 +116,9 @@ def main() -> None:
 
     base = modes[0]
     print(f"# tracer diff --rounds {args.rounds}: traced vs untraced, end to end\n")
-    print(f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; device: {device()}; "
+    traced = results["default" if "default" in results else base][0]  # an untraced run may not name the GPU
+    print(f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; device (as tracer recorded it): "
+          f"{traced['device']}; CPU {cpu_model()}, {os.cpu_count()} cores; "
           f"Python {platform.python_version()}; "
           f"load average {load[0]:.1f} before, {load[1]:.1f} after")
     print(f"- command: `{' '.join(['python'] + [shlex.quote(a) for a in sys.argv])}`; model {args.model}; "

@@ -3,7 +3,8 @@
     PYTHONPATH=envfix python bench/overhead.py --model tiny --rounds 6 --repeats 3
     python bench/overhead.py --model qwen3-vl-4b              # on a GPU host: adds the GPU modes
 
-Modes run interleaved (untraced, host python stacks, host native, GPU python stacks, GPU C++ stacks, all),
+Modes run interleaved (untraced, host python stacks, host native, GPU python stacks, GPU C++ stacks, all), each
+switched on exactly as `tracer diff` does it (memray Tracker; torch memory history of live blocks),
 `--repeats` times, each a block of `--rounds` fresh-image rounds after one unmeasured round; the median round
 time of each mode is divided by the untraced median. Prints a Markdown table.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tracer.gpu_trace import start_gpu_trace, stop_gpu_trace  # noqa: E402
 from tracer.host_trace import start_host_trace, stop_host_trace  # noqa: E402
 from tracer.workload import WorkloadConfig, start_engine  # noqa: E402
 
@@ -51,8 +53,7 @@ def main() -> None:
         for name, mode in modes(gpu).items():
             tracker = None
             if "gpu" in mode:
-                torch.cuda.memory._record_memory_history(enabled="all", context="all", stacks=mode["gpu"],
-                                                         max_entries=200_000)
+                start_gpu_trace(cpp_stacks=mode["gpu"] == "all")
             if "host" in mode:
                 path = tmp / f"{rep}-{len(times[name])}.memray"
                 tracker = start_host_trace(path, native_traces=mode["host"] == "native")
@@ -67,7 +68,7 @@ def main() -> None:
                 stop_host_trace(tracker)
                 path.unlink()
             if "gpu" in mode:
-                torch.cuda.memory._record_memory_history(enabled=None)
+                stop_gpu_trace()
     base = statistics.median(times["untraced"])
     device = torch.cuda.get_device_name(0) if gpu else f"CPU, {os.cpu_count()} cores"
     print(f"model {args.model}, batch {args.batch}, {args.repeats} x {args.rounds} rounds per mode, {device}")
