@@ -27,7 +27,7 @@ case ${1:-runs} in
     echo "e2e: exit $?"; cat "$OUT/e2e.md"; tail -n 5 /tmp/runs/e2e.log
     ;;
   bench)
-    python bench/overhead.py --model qwen3-vl-4b --rounds 5 --repeats 2 >"$OUT/overhead.md" 2>/tmp/runs/overhead.log
+    python bench/overhead.py --model qwen3-vl-4b --rounds 5 --repeats 3 >"$OUT/overhead.md" 2>/tmp/runs/overhead.log
     echo "overhead: exit $?"; cat "$OUT/overhead.md"; tail -n 5 /tmp/runs/overhead.log
     python bench/detection_limit.py --model qwen3-vl-4b --sizes 16KiB,64KiB,256KiB,1MiB >"$OUT/limit.md" 2>/tmp/runs/limit.log
     echo "limit: exit $?"; cat "$OUT/limit.md"; tail -n 5 /tmp/runs/limit.log
