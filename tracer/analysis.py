@@ -34,9 +34,6 @@ class Analysis:
         screened = self.capture.of_type("screen")
         return "clean" if self.capture.round_marks() or (screened and not screened[-1]["suspect"]) else "inconclusive"
 
-    def of_verdict(self, verdict: str) -> list[Finding]:
-        return [f for f in self.findings if f.verdict == verdict]
-
 
 def _marks_ms(capture: Capture) -> dict | None:
     baseline = capture.mark("baseline")

@@ -42,17 +42,6 @@ def boundaries_from_marks(snapshot_times_ms: list[float], baseline_ms: float, ro
     return Boundaries(index(baseline_ms), rounds, end, undrained)
 
 
-def _live_new_bytes(intervals, baseline: int, at: int) -> tuple[int, int]:
-    """Bytes and count allocated after `baseline` and still live at boundary `at`."""
-    size = count = 0
-    for iv in intervals:
-        start, stop = iv.allocated_before_snapshot, iv.deallocated_before_snapshot
-        if baseline < start <= at and (stop is None or stop > at):
-            size += iv.n_bytes
-            count += iv.n_allocations
-    return size, count
-
-
 def _first_points(points: list[int]) -> list[int]:
     """`first[s]`: index of the first of the sorted `points` at or after snapshot index s, for s up to the last."""
     first, i = [], 0
@@ -65,8 +54,8 @@ def _first_points(points: list[int]) -> list[int]:
 
 def _live_at_points(intervals, baseline: int, points: list[int],
                     first: list[int] | None = None) -> tuple[list[int], list[int]] | None:
-    """Bytes and counts allocated after `baseline` and live at each of the sorted, distinct `points` (what
-    `_live_new_bytes` gives for each point), or None when no such interval is live at any point.
+    """Bytes and counts allocated after `baseline` and live at each of the sorted, distinct `points`, or None
+    when no such interval is live at any point.
 
     One pass over the intervals: `[start, stop)` is live at the points from the first one at or after `start` up
     to the last one before `stop`, both looked up in `first` (see `_first_points`), and a difference array sums
