@@ -169,6 +169,21 @@ def findings_of(report_dir: Path) -> list[dict]:
     return json.loads((report_dir / "report.json").read_text())["findings"]
 
 
+def med(values: list[tuple[float, float]], i: int) -> float:
+    """Median of the i-th of (wall, cpu) over repetitions."""
+    return statistics.median(v[i] for v in values)
+
+
+def print_table(kind: str, timings: dict, base: str, base_label: str) -> None:
+    """Median wall and CPU seconds of each entry, and their ratios to `base`, as a Markdown table."""
+    print(f"| {kind} | wall (s) | CPU (s) | wall vs {base_label} | CPU vs {base_label} |")
+    print("|---|---|---|---|---|")
+    base_wall, base_cpu = med(timings[base], 0), med(timings[base], 1)
+    for name, values in timings.items():
+        wall, cpu = med(values, 0), med(values, 1)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / base_wall:.2f}x | {cpu / base_cpu:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -219,9 +234,6 @@ def main() -> None:
         name = spec.partition("=")[0]
         same[name] = findings_of(tmp / f"also-{name}") == findings_of(tmp / "tracer")
 
-    def med(values: list[tuple[float, float]], i: int) -> float:
-        return statistics.median(v[i] for v in values)
-
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     findings = findings_of(tmp / "tracer")
     print(f"# tracer analyze vs memray on a {records / 1e6:.1f}M-record capture\n")
@@ -233,19 +245,9 @@ def main() -> None:
     print(f"- command: `{' '.join(['python'] + sys.argv)}`; median of {args.repeats} interleaved runs each, "
           "after one untimed run")
     print("\nCommand lines, process start to exit (CPU = user + system time of the process):\n")
-    print("| command | wall (s) | CPU (s) | wall vs memray stats | CPU vs memray stats |")
-    print("|---|---|---|---|---|")
-    base_wall, base_cpu = med(cli["memray stats"], 0), med(cli["memray stats"], 1)
-    for name, values in cli.items():
-        wall, cpu = med(values, 0), med(values, 1)
-        print(f"| `{name}` | {wall:.2f} | {cpu:.2f} | {wall / base_wall:.2f}x | {cpu / base_cpu:.2f}x |")
+    print_table("command", {f"`{name}`": values for name, values in cli.items()}, "`memray stats`", "memray stats")
     print("\nLibrary calls, timed inside a fresh process (no interpreter start, imports or output files):\n")
-    print("| call | wall (s) | CPU (s) | wall vs compute_statistics | CPU vs compute_statistics |")
-    print("|---|---|---|---|---|")
-    base_wall, base_cpu = med(lib["memray compute_statistics()"], 0), med(lib["memray compute_statistics()"], 1)
-    for name, values in lib.items():
-        wall, cpu = med(values, 0), med(values, 1)
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / base_wall:.2f}x | {cpu / base_cpu:.2f}x |")
+    print_table("call", lib, "memray compute_statistics()", "compute_statistics")
     for name, equal in same.items():
         print(f"\nreport.json findings of `tracer analyze ({name})` and of this tree: "
               f"{'identical' if equal else 'DIFFERENT'}")
