@@ -47,7 +47,7 @@ def _marks_ms(capture: Capture) -> dict | None:
 def gpu_findings(capture: Capture) -> list[Finding]:
     """New GPU blocks at the end of the last round, with live bytes per round, and what survived the drain."""
     files = capture.gpu_snapshot_files()
-    rounds = [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
+    rounds = capture.round_snapshot_files()
     if "baseline" not in files or not rounds:
         return []
     from .gpu_snapshot import diff_series, diff_snapshots

@@ -96,6 +96,11 @@ class Capture:
     def round_marks(self) -> list[dict]:
         return [m for m in self.marks if m["name"] == "round"]
 
+    def round_snapshot_files(self) -> list[Path]:
+        """GPU snapshots taken at round ends, in round order."""
+        files = self.gpu_snapshot_files()
+        return [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
+
     def holders(self) -> dict[str, list[str]]:
         path = self.dir / HOLDERS
         return json.loads(path.read_text()) if path.exists() else {}

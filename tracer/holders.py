@@ -201,8 +201,7 @@ def record_holders(capture_dir, extra_roots: dict) -> dict[str, list[str]]:
     sources = {src: f.id for f in leaks if f.domain == "host" for src in f.sources}
     host = host_ranges(capture.host_file, sources) if sources and capture.host_file else []
     snapshots = capture.gpu_snapshot_files()
-    final = snapshots.get("drained") or max((p for k, p in snapshots.items() if k.startswith("round:")),
-                                            default=None, key=lambda p: p.stat().st_mtime)
+    final = snapshots.get("drained") or next(reversed(capture.round_snapshot_files()), None)
     gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
     gpu = gpu_ranges(final, gpu_ids) if gpu_ids and final else []
     holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots))
