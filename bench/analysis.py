@@ -45,7 +45,7 @@ PY = sys.executable
 IN_PROCESS = {  # name -> code run in a fresh interpreter; prints "wall cpu" of the timed part
     "tracer analysis (analyze())": """
 from pathlib import Path
-from tracer.analysis import analyze
+from tracer.analysis.analyze import analyze
 from tracer.capture import read_capture
 cap = read_capture(Path(TARGET))
 W, C = time.perf_counter(), time.process_time()

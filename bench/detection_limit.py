@@ -4,7 +4,7 @@
     python bench/detection_limit.py --model qwen3-vl-4b                     # GPU blocks on a CUDA host
 
 Plants tests/plants/gpu_encoder_outputs.py (a slice of every vision-encoder output kept after its request) and
-for each size runs warmup, drain, baseline, measured rounds and a final drain under tracer's Recorder, then the
+for each size runs drain, baseline, measured rounds and the final drain under tracer's round driver, then the
 same analysis as `tracer analyze`. Prints, per size: bytes leaked per round, whether the planted group was found,
 its verdict and rank among leaks, and how many other leak verdicts there were (false positives).
 """
@@ -19,12 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tracer.analysis import analyze  # noqa: E402
+from tracer.analysis.analyze import analyze  # noqa: E402
+from tracer.analysis.verdicts import LEAK  # noqa: E402
 from tracer.capture import CaptureWriter, read_capture  # noqa: E402
-from tracer.recorder import Recorder, TracingOptions  # noqa: E402
-from tracer.session import load_preload  # noqa: E402
-from tracer.sizes import parse_size  # noqa: E402
-from tracer.workload import WorkloadConfig, drain, start_engine  # noqa: E402
+from tracer.record.driver import Driver, RunPlan, TracingOptions, run_rounds  # noqa: E402
+from tracer.record.session import load_preload  # noqa: E402
+from tracer.units import parse_size  # noqa: E402
+from tracer.workload.config import WorkloadConfig  # noqa: E402
+from tracer.workload.engine import InProcessEngine  # noqa: E402
 
 PLANT = ROOT / "tests" / "plants" / "gpu_encoder_outputs.py"
 
@@ -37,35 +39,26 @@ def main() -> None:
     args = parser.parse_args()
     load_preload(str(PLANT))
     plant = sys.modules[PLANT.stem]
-    engine = start_engine(WorkloadConfig(model=args.model, rounds=args.rounds))
-    index = 0
+    engine = InProcessEngine(WorkloadConfig(model=args.model, rounds=args.rounds))
+    engine.start()
+    plant._limit = 0
+    engine.round(0)()  # warmup, once for all sizes
+    tracing = TracingOptions()
+    domain = "gpu" if tracing.gpu_enabled() else "host"
     rows = []
     for size_text in args.sizes.split(","):
         size = parse_size(size_text)
         capture_dir = Path(tempfile.mkdtemp(prefix="tracer-limit-"))
-        writer = CaptureWriter(capture_dir, {"run": {"model": args.model, "rounds": args.rounds,
-                                                     "tracing": {"host": True}}})
-        recorder = Recorder(writer, TracingOptions())
-        plant._limit = 0
-        for _ in range(engine.config.warmup):
-            recorder.round(index, "warmup", engine.round(index))
-            index += 1
-        drain(engine.llm)
+        writer = CaptureWriter(capture_dir, {"run": {"model": args.model, "rounds": args.rounds}})
         plant._kept.clear()
         plant._limit = size
-        recorder.start()
-        for k in range(args.rounds):
-            recorder.round(index, "measured", engine.round(index))
-            recorder.round_end(index, last=k == args.rounds - 1)
-            index += 1
-        recorder.drained(drain(engine.llm))
-        recorder.stop()
+        run_rounds(Driver(engine, writer, tracing, RunPlan(warmup=0, rounds=args.rounds, holders=False)))
         writer.finish("complete")
         leaked_per_round = sum(t.numel() * t.element_size() for t in plant._kept) / args.rounds
         plant._kept.clear()
+        plant._limit = 0
         result = analyze(read_capture(capture_dir))
-        domain = "gpu" if recorder.gpu else "host"
-        leaks = [f for f in result.findings if f.verdict == "leak"]
+        leaks = [f for f in result.findings if f.verdict == LEAK]
         planted = [f for f in result.findings if f.domain == domain
                    and any(fr.function == "keep_encoder_outputs" for fr in f.stack)]
         rank = next((i + 1 for i, f in enumerate(leaks) if f in planted), None)

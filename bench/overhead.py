@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -21,9 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tracer.gpu_trace import start_gpu_trace, stop_gpu_trace  # noqa: E402
-from tracer.host_trace import start_host_trace, stop_host_trace  # noqa: E402
-from tracer.workload import WorkloadConfig, start_engine  # noqa: E402
+from tracer.capture import CaptureWriter  # noqa: E402
+from tracer.record.backends.memray import MemrayBackend  # noqa: E402
+from tracer.record.backends.torch_cuda import TorchCudaBackend  # noqa: E402
+from tracer.workload.config import WorkloadConfig  # noqa: E402
+from tracer.workload.engine import InProcessEngine  # noqa: E402
 
 
 def modes(gpu: bool) -> dict[str, dict]:
@@ -42,7 +45,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
-    engine = start_engine(WorkloadConfig(model=args.model, batch=args.batch))
+    engine = InProcessEngine(WorkloadConfig(model=args.model, batch=args.batch))
+    engine.start()
     import torch
 
     gpu = torch.cuda.is_available()
@@ -51,12 +55,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tracer-bench-"))
     for rep in range(args.repeats):
         for name, mode in modes(gpu).items():
-            tracker = None
+            writer = CaptureWriter(tmp / f"{rep}-{len(times[name])}", {"run": {}})
+            backends = []
             if "gpu" in mode:
-                start_gpu_trace(cpp_stacks=mode["gpu"] == "all")
+                backends.append(TorchCudaBackend(cpp_stacks=mode["gpu"] == "all"))
             if "host" in mode:
-                path = tmp / f"{rep}-{len(times[name])}.memray"
-                tracker = start_host_trace(path, native_traces=mode["host"] == "native")
+                backends.append(MemrayBackend(native_traces=mode["host"] == "native"))
+            for backend in backends:
+                backend.start(writer, "main")
             for k in range(args.rounds + 1):
                 run = engine.round(index)
                 index += 1
@@ -64,11 +70,10 @@ def main() -> None:
                 run()
                 if k:  # the first round of a block warms the mode up
                     times[name].append(time.perf_counter() - start)
-            if tracker is not None:
-                stop_host_trace(tracker)
-                path.unlink()
-            if "gpu" in mode:
-                stop_gpu_trace()
+            for backend in backends:
+                backend.stop()
+            writer.finish("complete")
+            shutil.rmtree(writer.dir)
     base = statistics.median(times["untraced"])
     device = torch.cuda.get_device_name(0) if gpu else f"CPU, {os.cpu_count()} cores"
     print(f"model {args.model}, batch {args.batch}, {args.repeats} x {args.rounds} rounds per mode, {device}")

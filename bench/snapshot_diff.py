@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracer.gpu_snapshot import diff_snapshots, growth_accounting, live_blocks, load_snapshot  # noqa: E402
+from tracer.analysis.snapshots import diff_snapshots, growth_accounting, live_blocks, load_snapshot  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gpu"
 MiB = 1 << 20

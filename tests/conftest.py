@@ -27,6 +27,19 @@ def run_tracer(*args: str, cwd: Path | None = None, timeout: int = 600) -> subpr
                           env=tracer_env(), timeout=timeout)
 
 
+def assert_usage_error(result, *needles, alone=True):
+    """The error is the last line on stderr, the only one of its kind (and the only line at all if `alone`:
+    checks that need vLLM imported let vLLM's import-time notices come first)."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("tracer: error: "), result.stderr
+    assert sum("error" in line.lower() for line in lines) == 1, result.stderr
+    if alone:
+        assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[-1]
+
+
 def external_resources(html: str) -> list[str]:
     """Scripts, styles or images the page would fetch from the network (a self-contained page has none)."""
     return re.findall(r"""<(?:script|link|img|iframe)[^>]+(?:src|href)=["']?((?:https?:)?//[^"' >]+)""", html)

@@ -13,7 +13,7 @@ GPU-aware (torch CUDA blocks are traced too when the rounds use CUDA):
 Each run: `warmup` rounds, the drain (the optional `drain` callable, then a garbage collection), the baseline,
 `rounds` measured rounds with host allocations recorded by memray (and CUDA blocks by torch's memory history),
 then the drain again. The capture and a full tracer report (report.json, summary.md, flamegraph) land in a
-temporary directory; the gate (tracer.gate) fails the test on leak findings above the limit, not accepted by
+temporary directory; the gate (tracer.output.gate) fails the test on leak findings above the limit, not accepted by
 `baseline`, and shows their top stacks. memray allows one Tracker per process at a time, so this cannot run
 under pytest-memray's or `memray run`'s tracking.
 """
@@ -21,12 +21,11 @@ under pytest-memray's or `memray run`'s tracking.
 from __future__ import annotations
 
 import functools
-import gc
 import re
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +34,6 @@ import pytest
 MARKER = "tracer_limit_leaks"
 _OPTIONS = ("max_leak_per_round", "rounds", "warmup", "drain", "max_leak", "baseline", "gpu", "min_leak_per_round",
             "min_leak")
-_active = False  # memray allows one Tracker per process; rounds inside rounds are refused
 
 
 @dataclass
@@ -54,7 +52,7 @@ class Settings:
 
     def thresholds(self):
         """The analysis thresholds, lowered to the limits when these are smaller, so a limit means what it says."""
-        from .verdicts import Thresholds
+        from .analysis.verdicts import Thresholds
 
         base = Thresholds()
         per_round = self.min_leak_per_round if self.min_leak_per_round is not None else base.min_per_round
@@ -68,7 +66,7 @@ class Settings:
 
 def _size(name: str, value) -> int | None:
     from .errors import UsageError
-    from .sizes import parse_size
+    from .units import parse_size
 
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value
@@ -112,7 +110,7 @@ class RoundsResult:
 
     report: dict
     directory: Path
-    gate: object  # tracer.gate.GateResult
+    gate: object  # tracer.output.gate.evaluate.GateResult
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -120,7 +118,7 @@ class RoundsResult:
         return self.gate.passed
 
     def failure_text(self, frames: int = 8) -> str:
-        from .gate import render_text
+        from .output.gate.formats.text import render_text
 
         hint = (f'to accept a finding: tracer baseline {self.directory} -o baseline.json --reason "why it is fine", '
                 f'then pass baseline="baseline.json" (relative to the rootdir) to {MARKER} or tracer_rounds')
@@ -135,77 +133,20 @@ def _cuda_in_use() -> bool:
         return False
 
 
-def _drain(user_drain: Callable[[], object] | None) -> list[str]:
-    done = []
-    if user_drain is not None:
-        user_drain()
-        done.append(getattr(user_drain, "__name__", "drain"))
-    gc.collect()
-    return done + ["gc"]
-
-
 def run_rounds(round_fn: Callable[[], object], directory: Path, settings: Settings | None = None,
                command: str | None = None) -> dict:
     """Run `round_fn` warmup + rounds times under tracer, in this process; write the capture and the report into
-    `directory` and return the report dict (schema tracer.report/1)."""
-    global _active
-    from .analysis import analyze
-    from .capture import CaptureWriter, read_capture
-    from .errors import UsageError
-    from .probes import device_name
-    from .recorder import Recorder, TracingOptions
-    from .report import write_report
+    `directory` and return the report dict (schema tracer.report/1). Usable outside pytest."""
+    from .rounds import run_callable_rounds
 
     s = settings or Settings()
-    if _active:
-        raise UsageError("tracer rounds are already running in this process (memray allows one Tracker at a time)")
-    directory = Path(directory)
-    capture_dir = directory / "capture"
-    writer = CaptureWriter(capture_dir, {"run": {"model": None, "warmup": s.warmup, "rounds": s.rounds,
-                                                 "command": command, "preload": [], "engine_args": {}}})
-    status, error = "partial", None
-    _active = True
-
-    def one_round():  # a frame of tracer's round driver between Recorder.round and a library callable, so
-        return round_fn()  # what the round allocates is never taken for tracer's own (stacks.is_observer)
-
-    try:
-        warm = Recorder(writer, TracingOptions(host=False, gpu=False))  # untraced: counters only
-        for index in range(s.warmup):
-            warm.round(index, "warmup", one_round)
-        writer.event("drain", when="baseline", reset=_drain(s.drain))
-        tracing = TracingOptions(host=True, gpu=_cuda_in_use() if s.gpu is None else s.gpu, drain=True)
-        writer.manifest["run"].update(tracing=asdict(tracing), gpu=tracing.gpu_enabled(),
-                                      device=device_name())
-        writer.save_manifest()
-        recorder = Recorder(writer, tracing)
-        try:
-            try:
-                recorder.start()
-            except RuntimeError as exc:
-                if "Tracker" in str(exc):
-                    raise UsageError(f"cannot trace: another memray Tracker is active in this process "
-                                     f"(pytest-memray or memray run?): {exc}") from exc
-                raise
-            last = s.warmup + s.rounds - 1
-            for index in range(s.warmup, last + 1):
-                recorder.round(index, "measured", one_round)
-                recorder.round_end(index, last=index == last)
-            recorder.drained(_drain(s.drain))
-        finally:
-            recorder.stop()
-        status = "complete"
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise
-    finally:
-        _active = False
-        writer.finish(status, error)
-    return write_report(analyze(read_capture(capture_dir), s.thresholds()), directory)
+    return run_callable_rounds(round_fn, Path(directory), warmup=s.warmup, rounds=s.rounds, drain=s.drain,
+                               gpu=_cuda_in_use() if s.gpu is None else s.gpu, thresholds=s.thresholds(),
+                               command=command)
 
 
 def _load_baseline(baseline, root: Path | None) -> tuple[dict | None, str | None]:
-    from .baseline import load_baseline, validate_baseline
+    from .output.gate.baseline import load_baseline, validate_baseline
 
     if baseline is None:
         return None, None
@@ -220,7 +161,7 @@ def _load_baseline(baseline, root: Path | None) -> tuple[dict | None, str | None
 def check_rounds(round_fn: Callable[[], object], directory: Path, settings: Settings | None = None,
                  command: str | None = None, root: Path | None = None) -> RoundsResult:
     """run_rounds, then the gate with the settings' limits and baseline (a path is taken from `root`)."""
-    from .gate import evaluate
+    from .output.gate.evaluate import evaluate
 
     s = settings or Settings()
     baseline, baseline_source = _load_baseline(s.baseline, root)  # before the rounds: a bad file fails fast

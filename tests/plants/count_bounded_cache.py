@@ -1,4 +1,4 @@
-"""Planted host leak modeled on vLLM #9190 (fixed in #14805; FACTS §8 pattern 2): a multimodal input cache bounded
+"""Planted host leak modeled on vLLM #9190 (fixed in #14805): a multimodal input cache bounded
 by item count instead of bytes.
 
 `BaseMultiModalProcessor.apply` (vLLM's multimodal processing of one prompt) is wrapped; the wrapper puts every

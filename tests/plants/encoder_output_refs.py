@@ -1,4 +1,4 @@
-"""Planted leak modeled on vLLM #12545 / #31577 (fixed in #32789; FACTS §8 patterns 4/5): encoder outputs kept
+"""Planted leak modeled on vLLM #12545 / #31577 (fixed in #32789): encoder outputs kept
 after their request, because the free notices never reach the dict that holds them.
 
 vLLM's model runner `GPUModelRunner._execute_mm_encoder` (vllm/v1/worker/gpu_model_runner.py, also the CPU

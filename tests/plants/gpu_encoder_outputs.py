@@ -1,4 +1,4 @@
-"""Planted GPU leak (FACTS §8 patterns 4/5): a clone of every vision-encoder output is kept after its request.
+"""Planted GPU leak (encoder outputs whose free notices go missing): a clone of every vision-encoder output is kept after its request.
 
 `PLANT_BYTES_PER_OUTPUT` (environment) keeps only that many bytes of each output, to measure the detection limit.
 """

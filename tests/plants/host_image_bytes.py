@@ -1,4 +1,4 @@
-"""Planted host leak (FACTS §8 pattern 9, raw inputs kept): every request's image bytes go to a module list."""
+"""Planted host leak (raw multimodal inputs kept after encoding): every request's image bytes go to a module list."""
 
 import vllm
 

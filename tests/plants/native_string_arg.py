@@ -1,4 +1,4 @@
-"""Planted native leak modeled on vLLM #50150 (fixed in #51185; FACTS §8 pattern 8): a small native allocation per
+"""Planted native leak modeled on vLLM #50150 (fixed in #51185): a small native allocation per
 kernel call, made for a string argument, that is never freed.
 
 vLLM's CPU attention kernel entry `vllm._custom_ops.cpu_attention_with_kv_cache` (called once per attention layer

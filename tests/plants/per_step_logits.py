@@ -1,4 +1,4 @@
-"""Planted host leak modeled on vLLM #44175 (fixed in #44490; FACTS §8 pattern 6): a list appended at every step
+"""Planted host leak modeled on vLLM #44175 (fixed in #44490): a list appended at every step
 and never drained.
 
 vLLM's `Sampler.forward` (vllm/v1/sample/sampler.py) is wrapped. Inside it vLLM converts each step's logits to

@@ -1,4 +1,4 @@
-"""Planted host leak modeled on vLLM #50860 (FACTS §8 pattern 9): the raw / processed multimodal inputs of a
+"""Planted host leak modeled on vLLM #50860: the raw / processed multimodal inputs of a
 request kept after encoding, for the whole request and beyond.
 
 vLLM's renderer `BaseRenderer.process_for_engine` (vllm/renderers/base.py: one chat prompt -> the processed

@@ -1,4 +1,4 @@
-"""Planted host leak modeled on vLLM #12973 / #15597 (FACTS §8 pattern 1): per-request multimodal data in a dict
+"""Planted host leak modeled on vLLM #12973 / #15597: per-request multimodal data in a dict
 keyed by request id that is never popped.
 
 vLLM's HF-processor call (`Qwen3VLMultiModalProcessor._apply_hf_processor_main`) is wrapped; the wrapper keeps a

@@ -1,0 +1,59 @@
+"""Analysis of real captures from `tracer diff --rounds 8 --model qwen3-vl-4b` on an H100 (vLLM 0.25, torch 2.11),
+run offline here: a clean run and one with tests/plants/gpu_encoder_outputs.py (host.memray left out: 40+ MiB)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tracer.analysis.analyze import analyze_dir
+from tracer.output.report import build_report
+
+RUNS = Path(__file__).parents[1] / "fixtures" / "h100-vllm0.25"
+MiB = 2**20
+
+
+def gpu(analysis):
+    return [f for f in analysis.findings if f.domain == "gpu"]
+
+
+def test_clean_run_encoder_cache_is_a_cache_not_a_leak():
+    a = analyze_dir(RUNS / "clean")
+    assert a.verdict == "clean"
+    (cache,) = [f for f in gpu(a) if f.verdict == "cache"]
+    assert cache.component == "encoder cache"
+    assert cache.bytes == 0 and cache.details["undrained_bytes"] == 90 * MiB
+    series = cache.per_round_bytes
+    assert len(series) == 8 and all(b > a for a, b in zip(series, series[1:]))
+    growth = a.growth["gpu_allocated_bytes"]
+    assert growth["growth"] == 90 * MiB and growth["growth_after_drain"] == 0
+
+
+def test_planted_leak_is_top_and_findings_sum_to_allocated_growth():
+    a = analyze_dir(RUNS / "planted")
+    assert a.verdict == "leak"
+    leaks = [f for f in a.findings if f.verdict == "leak"]
+    assert len(leaks) == 1
+    top = leaks[0]
+    assert top.domain == "gpu" and top.owner.function == "keep_encoder_outputs"
+    assert top.component == "user or plugin code"
+    assert top.details["holders"][0].startswith("gpu_encoder_outputs._kept[")  # found on the H100, by address
+    assert all(b > a for a, b in zip(top.per_round_bytes, top.per_round_bytes[1:]))
+    growth = a.growth["gpu_allocated_bytes"]
+    undrained = sum(f.details.get("undrained_bytes", f.bytes) for f in gpu(a))
+    assert undrained == growth["growth"]  # every byte of growth is attributed to a stack
+    assert sum(f.bytes for f in gpu(a)) == growth["growth_after_drain"] == top.bytes
+    for k, mark in enumerate(a.capture.round_marks()):  # and round by round
+        attributed = sum(f.per_round_bytes[k] for f in gpu(a))
+        assert attributed == mark["gpu_allocated_bytes"] - a.capture.mark("baseline")["gpu_allocated_bytes"]
+
+
+def test_report_schema_carries_the_cuda_counters():
+    report = build_report(analyze_dir(RUNS / "planted"))
+    json.dumps(report)
+    assert report["run"]["device"].startswith("cuda: NVIDIA H100")
+    assert report["run"]["vllm"] == "0.25.0"
+    for row in report["rounds"]:
+        for key in ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes"):
+            assert isinstance(row[key], int)
+    assert report["findings"][0]["domain"] == "gpu" and report["findings"][0]["verdict"] == "leak"

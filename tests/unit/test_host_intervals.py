@@ -1,0 +1,50 @@
+"""The interval maths behind per-round live bytes: round boundaries between memray's memory snapshots, and the
+bytes of intervals live at each boundary (handmade intervals, no memray file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracer.analysis.host import _first_points, _live_at_points, boundaries_from_marks
+
+
+@dataclass
+class Interval:
+    allocated_before_snapshot: int
+    deallocated_before_snapshot: int | None
+    n_bytes: int
+    n_allocations: int = 1
+
+
+def test_each_mark_falls_between_the_snapshots_of_its_pause():
+    times = [float(t) for t in range(0, 1000, 10)]  # one memory snapshot every 10 ms
+    b = boundaries_from_marks(times, baseline_ms=100.5, round_ms=[300.5, 500.5], drained_ms=700.5, interval_ms=10)
+    assert (b.baseline, b.rounds, b.end, b.undrained_end) == (13, [33, 53], 73, 53)
+
+
+def test_without_a_drain_the_end_is_the_last_round():
+    times = [float(t) for t in range(0, 500, 10)]
+    b = boundaries_from_marks(times, 100.0, [200.0, 300.0], None, interval_ms=10)
+    assert b.end == b.undrained_end == b.rounds[-1]
+
+
+def test_first_points_indexes_the_next_boundary():
+    assert _first_points([2, 5]) == [0, 0, 0, 1, 1, 1]
+
+
+def test_live_bytes_at_each_boundary():
+    points = [10, 20, 30]
+    intervals = [
+        Interval(5, None, 1000),  # before the baseline: not new
+        Interval(12, None, 100),  # new in round 2, never freed
+        Interval(12, 25, 10),  # new in round 2, freed in round 3
+        Interval(22, 24, 7),  # allocated and freed between boundaries: never seen
+        Interval(28, None, 1, 3),  # three allocations in round 3
+    ]
+    sizes, counts = _live_at_points(intervals, baseline=8, points=points)
+    assert sizes == [0, 110, 101]
+    assert counts == [0, 2, 4]
+
+
+def test_nothing_new_and_live_is_none():
+    assert _live_at_points([Interval(2, None, 50), Interval(12, 15, 5)], baseline=8, points=[10, 20]) is None

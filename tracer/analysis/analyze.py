@@ -1,0 +1,94 @@
+"""From a capture on disk to attributed, classified findings: pure functions, runnable offline anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..capture import Capture, read_capture
+from .components import Rule, classify_component
+from .counters import growth_table, vllm_check
+from .findings import Finding, merge_by_id
+from .gpu import gpu_findings
+from .host import host_findings
+from .unattributed import unattributed_growth
+from .verdicts import CACHE, LEAK, Thresholds, apply_verdicts
+
+_ORDER = {LEAK: 0, CACHE: 1}
+
+
+@dataclass
+class Analysis:
+    capture: Capture
+    findings: list[Finding]
+    growth: dict
+    vllm_check: dict
+    unattributed: list[dict]
+    thresholds: Thresholds
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if any(f.verdict == LEAK for f in self.findings):
+            return "leak"
+        screened = self.capture.of_type("screen")
+        return "clean" if self.capture.round_marks() or (screened and not screened[-1]["suspect"]) else "inconclusive"
+
+
+def _marks_ms(capture: Capture) -> dict | None:
+    baseline = capture.mark("baseline")
+    if baseline is None:
+        return None
+    drained = capture.mark("drained")
+    return {"baseline": baseline["time_ms"], "rounds": [m["time_ms"] for m in capture.round_marks()],
+            "drained": drained["time_ms"] if drained else None}
+
+
+def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
+    """Findings of every stream (process and backend), each carrying its process role when there are several."""
+    marks = _marks_ms(capture)
+    findings: list[Finding] = []
+    notes: list[str] = []
+    for stream in capture.streams:
+        if stream.backend == "memray":
+            path = capture.stream_file(stream)
+            if path is None or marks is None or not marks["rounds"]:
+                where = f"process {stream.role}" if capture.several_processes else "this capture directory"
+                notes.append(f"no host capture in {where} (the run ended before the first measured round, "
+                             f"or {stream.file} was left out)")
+                continue
+            found = merge_by_id(host_findings(path, marks, native=bool(stream.settings.get("native_traces")),
+                                              interval_ms=stream.settings.get("memory_interval_ms", 10)))
+        elif stream.backend == "torch":
+            found = gpu_findings(capture, stream)
+        else:
+            notes.append(f"stream {stream.role}/{stream.backend}: unknown backend, skipped")
+            continue
+        if capture.several_processes:
+            for f in found:
+                f.role = stream.role
+        findings += found
+    return findings, notes
+
+
+def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple[Rule, ...] = ()) -> Analysis:
+    thresholds = thresholds or Thresholds()
+    findings, notes = stream_findings(capture)
+    for result in capture.of_type("screen"):
+        notes.append(("Screening pass (untraced): growth seen, so the rounds were traced. " if result["suspect"] else
+                      "Screening pass (untraced): nothing grows, so no traced pass ran. ") + "; ".join(result["reasons"]))
+    holders = capture.holders()
+    for f in findings:
+        f.component = classify_component(f.stack, rules)
+        if f.id in holders:
+            f.details["holders"] = holders[f.id]
+    drained = capture.mark("drained") is not None
+    apply_verdicts(findings, thresholds, drained=drained)
+    findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))
+    growth = growth_table(capture)
+    return Analysis(capture, findings, growth, vllm_check(capture),
+                    unattributed_growth(growth, findings, drained), thresholds, notes)
+
+
+def analyze_dir(directory: Path, **kwargs) -> Analysis:
+    return analyze(read_capture(directory), **kwargs)

@@ -1,0 +1,46 @@
+"""`tracer snapshot-diff`: two torch CUDA snapshot files a user already has, as findings and report files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..analysis.findings import Finding
+from ..json_files import write_json_atomic
+from ..units import mib
+from .flamegraph import write_flamegraph
+from .summary import stack_lines
+
+SCHEMA = "tracer.snapshot-diff/1"
+
+
+def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> dict:
+    """Diff two torch CUDA snapshot files a user already has; with `out_dir`, also write the report files."""
+    from ..analysis.components import classify_component
+    from ..analysis.snapshots import diff_snapshots, growth_accounting
+
+    findings = diff_snapshots(baseline, final)
+    for f in findings:
+        f.component = classify_component(f.stack)
+    report = {"schema": SCHEMA, "baseline": str(baseline), "final": str(final),
+              "growth": growth_accounting(baseline, final), "findings": [f.as_dict() for f in findings]}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "report.json", report)
+        (out_dir / "summary.md").write_text(render_snapshot_diff(report, findings))
+        if findings:
+            write_flamegraph(out_dir / "gpu-flamegraph.html", findings, "new GPU blocks",
+                             f"tracer snapshot-diff {baseline} {final}")
+    return report
+
+
+def render_snapshot_diff(report: dict, findings: list[Finding]) -> str:
+    g = report["growth"]
+    lines = [f"# tracer snapshot-diff: {len(findings)} group(s) of new GPU blocks", "",
+             f"- baseline: `{report['baseline']}`", f"- final: `{report['final']}`",
+             f"- allocated growth {mib(g['allocated_growth'])} = new {mib(g['new_bytes'])} in {g['new_blocks']} "
+             f"blocks - freed {mib(g['freed_bytes'])} in {g['freed_blocks']} blocks", ""]
+    for f in findings[:20]:
+        pool = " (CUDA-graph pool)" if f.details.get("in_graph_pool") else ""
+        lines += [f"### `{f.id}` {mib(f.bytes)} in {f.count} blocks - {f.component}{pool}", "", "```",
+                  *stack_lines(f), "```", ""]
+    return "\n".join(lines)

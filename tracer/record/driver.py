@@ -1,0 +1,189 @@
+"""The round driver: warmup, drain, (screen,) baseline, measured rounds, staged final drain, holders.
+
+One loop for every way tracer runs a workload: `tracer diff`'s child session and the pytest plugin. It runs a
+`Workload` (tracer.workload) under the tracing backends (tracer.record.backends) and writes everything to a
+capture (tracer.capture). Everything it does in the measured window runs under `own_frames.observed`, and the
+workload's rounds under `own_frames.workload_call`, so the analysis can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from ..capture import MAIN_ROLE, CaptureWriter
+from ..own_frames import observed, workload_call
+from ..workload import Workload
+from .backends import TracingBackend, backends_for
+from .probes import read_counters
+
+COLLECT_STEP = "gc"  # the last step of every drain: a full garbage collection
+
+
+@dataclass
+class TracingOptions:
+    """What to record. `gpu=None` means: when CUDA is available."""
+
+    host: bool = True
+    native_traces: bool = False
+    python_allocators: bool = False
+    gpu: bool | None = None
+    cpp_stacks: bool = False
+    snapshot_every: bool = True
+    drain: bool = True
+
+    def gpu_enabled(self) -> bool:
+        if self.gpu is not None:
+            return self.gpu
+        from .backends.torch_cuda import cuda_in_use
+
+        return cuda_in_use()
+
+
+@dataclass
+class RunPlan:
+    """How many rounds, and what to do around them."""
+
+    warmup: int = 1
+    rounds: int = 8
+    screen: bool = False
+    holders: bool = True
+    thresholds: dict = field(default_factory=dict)  # tracer.analysis.verdicts.Thresholds fields
+    rules_file: str | None = None  # extra component rules, for the holder search's own analysis
+
+
+class ScreenedClean(Exception):
+    """The screening pass saw nothing grow: the traced pass is skipped."""
+
+
+class Driver:
+    def __init__(self, workload: Workload, writer: CaptureWriter, tracing: TracingOptions, plan: RunPlan,
+                 on_round: Callable[[dict], None] | None = None, log: Callable[[str], None] = lambda _: None,
+                 role: str = MAIN_ROLE):
+        self.workload, self.writer, self.tracing, self.plan = workload, writer, tracing, plan
+        self.on_round, self.log, self.role = on_round, log, role
+        self.backends: list[TracingBackend] = []
+
+    # --- the pieces ---------------------------------------------------------------------------------------
+
+    def round(self, index: int, phase: str) -> dict:
+        """Prepare and run one round of the workload; record its time and the counters after it."""
+        run = workload_call(self.workload.round, index)
+        start = time.perf_counter()
+        result = workload_call(run)
+        seconds = time.perf_counter() - start
+        extra = {"tokens": result} if isinstance(result, int) and not isinstance(result, bool) else {}
+        row = self.writer.event("round", index=index, phase=phase, seconds=round(seconds, 4), **extra,
+                                **read_counters())
+        if self.on_round:
+            self.on_round(row)
+        return row
+
+    def mark(self, name: str, index: int | None = None, snapshot: bool = True, **fields) -> None:
+        """A boundary: counters now, then every backend's mark (a GPU snapshot when `snapshot`)."""
+        self.writer.event("mark", name=name, index=index, **fields, **read_counters())
+        for backend in self.backends:
+            backend.mark(self.writer, self.role, name, index, snapshot)
+
+    def drain(self, when: str, marks: bool = False) -> list[str]:
+        """Each of the workload's cache resets, then a garbage collection; each step recorded with the counters
+        after it (and, with `marks`, a mark the backends see, so the analysis knows what each step released)."""
+        done = []
+        steps = [*workload_call(self.workload.drain_steps), _collect_step()]
+        for k, step in enumerate(steps):
+            try:
+                workload_call(step.run)
+            except (AttributeError, NotImplementedError) as exc:
+                self.writer.event("drain_step", when=when, step=step.name, ok=False,
+                                  error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                continue
+            done.append(step.name)
+            self.writer.event("drain_step", when=when, step=step.name, ok=True, **read_counters())
+            if marks and k < len(steps) - 1:
+                self.mark("drain_step", k, snapshot=False, step=step.name)
+        self.writer.event("drain", when=when, reset=[s for s in done if s != COLLECT_STEP])
+        return done
+
+    def screen(self) -> bool:
+        """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
+        from ..analysis.verdicts import Thresholds
+        from .screen import screen
+
+        baseline = self.writer.event("screen_mark", name="baseline", **read_counters())
+        rows = [self.round(index, "screen") for index in range(self.plan.warmup, self.plan.warmup + self.plan.rounds)]
+        self.drain("screen")
+        drained = self.writer.event("screen_mark", name="drained", **read_counters())
+        suspect, reasons = screen(baseline, rows, drained, Thresholds(**self.plan.thresholds))
+        self.writer.event("screen", suspect=suspect, reasons=reasons)
+        self.log(("growth seen, tracing: " if suspect else "nothing grows, no traced pass: ") + "; ".join(reasons))
+        return suspect
+
+    def start_tracing(self) -> None:
+        self.backends = backends_for(self.tracing)
+        for backend in self.backends:
+            backend.start(self.writer, self.role)
+        self.mark("baseline")
+
+    def stop_tracing(self) -> None:
+        for backend in self.backends:
+            backend.stop()
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Warmup, drain, screen, baseline, measured rounds, final drain, holders. Raises ScreenedClean when the
+        screen saw nothing grow; the backends are stopped whatever happens."""
+        plan = self.plan
+        self.writer.manifest["run"].update(drain_steps=[s.name for s in self.workload.drain_steps()],
+                                           missing_drain_steps=self.workload.missing_drain_steps(),
+                                           tracing=asdict(self.tracing), gpu=self.tracing.gpu_enabled())
+        self.writer.save_manifest()
+        for index in range(plan.warmup):
+            self.round(index, "warmup")
+        if self.tracing.drain:
+            self.drain("baseline")
+        first = plan.warmup
+        if plan.screen:
+            if not self.screen():
+                raise ScreenedClean()
+            first += plan.rounds
+            self.drain("baseline")
+        try:
+            self.start_tracing()
+            last = first + plan.rounds - 1
+            for index in range(first, last + 1):
+                self.round(index, "measured")
+                self.mark("round", index, snapshot=self.tracing.snapshot_every or index == last)
+            if self.tracing.drain:
+                self.drain("final", marks=True)
+                self.mark("drained")
+        finally:
+            self.stop_tracing()
+        if plan.holders:
+            self.find_holders()
+
+    def find_holders(self) -> None:
+        """Name who holds each leak while the objects still exist; a failure here costs only the holder chains."""
+        from .holders import record_holders
+
+        start = time.perf_counter()
+        try:
+            holders = record_holders(self.writer.dir, self.workload.roots(), self.plan.thresholds, self.plan.rules_file)
+        except Exception as exc:  # noqa: BLE001 - the capture is complete without them
+            self.log(f"holder search failed: {type(exc).__name__}: {exc}")
+            return
+        if holders:
+            self.log(f"holders of {len(holders)} leak(s) found in {time.perf_counter() - start:.1f} s")
+
+
+def _collect_step():
+    from ..workload import DrainStep
+
+    return DrainStep(COLLECT_STEP, gc.collect)
+
+
+def run_rounds(driver: Driver) -> None:
+    """Run the driver's loop as tracer's own work (see tracer.own_frames)."""
+    observed(driver.run)

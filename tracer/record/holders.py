@@ -1,0 +1,221 @@
+"""Who keeps a leak alive: the chain of references from a named root to the leaked object.
+
+Runs inside the traced process at the end of a run, while the leaked objects still exist. The leaked memory is
+known by address (memray's raw records for host groups, the final snapshot's blocks for GPU groups); a
+breadth-first walk over references from named roots (every module's globals, and the `LLM` object as `llm`)
+finds the objects that own those addresses (tensor storages, numpy buffers, bytes, bytearrays, any object by
+its id) and names the shortest path to each, e.g. `myplugin._stash[3]` or `llm.llm_engine....cache['k']`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import gc
+import sys
+import time
+import types
+import warnings
+from collections import deque
+
+from ..capture import MAIN_ROLE
+
+MAX_PATHS = 3
+
+
+class AddressRanges:
+    """Sorted, non-overlapping [start, start+size) ranges, each tagged with a finding id."""
+
+    def __init__(self, ranges: list[tuple[int, int, str]]):
+        ranges = sorted(r for r in ranges if r[1] > 0)
+        self.starts = [r[0] for r in ranges]
+        self.ranges = ranges
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def find(self, address: int) -> str | None:
+        i = bisect.bisect_right(self.starts, address) - 1
+        if i >= 0:
+            start, size, tag = self.ranges[i]
+            if address < start + size:
+                return tag
+        return None
+
+
+def _addresses(obj) -> list[tuple[str, int]]:
+    """(domain, address) of the memory an object owns: its data buffer if it has one, and itself."""
+    out = [("host", id(obj))]
+    kind = type(obj)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        try:
+            storage = obj.untyped_storage()
+            if storage.nbytes():
+                out.append(("gpu" if obj.is_cuda else "host", storage.data_ptr()))
+        except (RuntimeError, NotImplementedError):  # meta, sparse or other storage-less tensors
+            pass
+    elif kind.__name__ == "ndarray" and hasattr(obj, "__array_interface__"):
+        out.append(("host", obj.__array_interface__["data"][0]))
+    elif kind is bytearray and len(obj):
+        out.append(("host", ctypes.addressof((ctypes.c_char * 1).from_buffer(obj))))
+    return out
+
+
+def _children(obj):
+    """(label, child) pairs: item keys, attribute names, indexes; other referents unlabelled."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        return
+    if isinstance(obj, dict):
+        for key, value in list(obj.items()):
+            yield f"[{_key(key)}]", value
+    elif isinstance(obj, (list, tuple, deque)):
+        for i, value in enumerate(list(obj)):
+            yield f"[{i}]", value
+    elif isinstance(obj, (set, frozenset)):
+        for value in list(obj):
+            yield "{...}", value
+    elif isinstance(obj, types.FunctionType):
+        for i, cell in enumerate(obj.__closure__ or ()):
+            try:
+                yield f".__closure__[{i}]", cell.cell_contents
+            except ValueError:  # an empty cell
+                pass
+    elif isinstance(obj, (str, bytes, int, float, type, types.ModuleType, types.BuiltinFunctionType)):
+        return
+    else:
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            for name, value in list(attrs.items()):
+                yield f".{name}", value
+        for name in getattr(type(obj), "__slots__", ()):
+            if isinstance(name, str) and hasattr(obj, name):
+                yield f".{name}", getattr(obj, name)
+        if attrs is None and not hasattr(type(obj), "__slots__"):
+            for child in gc.get_referents(obj):
+                yield f"<{type(child).__name__}>", child
+
+
+def _key(key) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def named_roots(extra: dict | None = None) -> list[tuple[str, object]]:
+    """Every module's globals by qualified name, and the given objects (e.g. {"llm": llm})."""
+    roots = list((extra or {}).items())
+    for name, module in sorted(sys.modules.items()):
+        attrs = getattr(module, "__dict__", None)
+        if not isinstance(attrs, dict):
+            continue
+        for attr, value in list(attrs.items()):
+            if not attr.startswith("__") and not isinstance(value, types.ModuleType):
+                roots.append((f"{name}.{attr}", value))
+    return roots
+
+
+def find_holders(host: AddressRanges, gpu: AddressRanges, roots: list[tuple[str, object]],
+                 max_objects: int = 3_000_000, max_seconds: float = 60.0) -> dict[str, list[str]]:
+    """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory."""
+    ranges = {"host": host, "gpu": gpu}
+    with warnings.catch_warnings():  # reading attributes trips deprecation warnings in some libraries
+        warnings.simplefilter("ignore")
+        return _walk(ranges, roots, max_objects, max_seconds)
+
+
+def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float):
+    found: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    queue = deque()
+    for name, obj in roots:
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            queue.append((obj, name))
+    wanted = {tag for r in ranges.values() for _, _, tag in r.ranges}
+    deadline = time.monotonic() + max_seconds
+    visited, complete_at = 0, None
+    while queue and visited < max_objects and time.monotonic() < deadline:
+        obj, path = queue.popleft()
+        visited += 1
+        for domain, address in _addresses(obj):
+            tag = ranges[domain].find(address) if ranges[domain] else None
+            if tag is not None and len(found.setdefault(tag, [])) < MAX_PATHS:
+                found[tag].append(path)
+                if complete_at is None and wanted <= found.keys():
+                    complete_at = visited
+        if complete_at is not None and (visited - complete_at > 20_000 or
+                                        all(len(found[t]) >= MAX_PATHS for t in wanted)):
+            break  # every leak has a holder; a few more objects only for other paths
+        try:
+            children = list(_children(obj))
+        except Exception:  # noqa: BLE001 - a property or container that refuses to be read
+            continue
+        for label, child in children:
+            if id(child) not in seen:
+                seen.add(id(child))
+                queue.append((child, path + label))
+    return found
+
+
+def host_ranges(memray_path, sources: dict[tuple[int, int], str]) -> list[tuple[int, int, str]]:
+    """Addresses still live at the end of the capture for the given (stack id, native stack id) groups."""
+    import memray
+
+    frees = {memray.AllocatorType.FREE, memray.AllocatorType.MUNMAP}
+    frees |= {a for a in memray.AllocatorType if a.name == "PYMALLOC_FREE"}
+    live: dict[int, tuple[int, str]] = {}
+    reader = memray.FileReader(str(memray_path))
+    for rec in reader.get_allocation_records():
+        allocator = memray.AllocatorType(rec.allocator)
+        if allocator in frees:
+            live.pop(rec.address, None)
+            continue
+        tag = sources.get((rec.stack_id, rec.native_stack_id))
+        if tag is not None:
+            live[rec.address] = (rec.size, tag)
+        else:
+            live.pop(rec.address, None)  # the address was reused by another group
+    reader.close()
+    return [(address, size, tag) for address, (size, tag) in live.items()]
+
+
+def gpu_ranges(snapshot_path, ids: set[str], role: str | None = None) -> list[tuple[int, int, str]]:
+    """Blocks of the given GPU findings live in a snapshot (ids as the findings of process `role` have them)."""
+    from ..analysis.snapshots import live_blocks
+    from ..analysis.stacks import fingerprint
+
+    return [(b.address, b.size, fid) for b in live_blocks(snapshot_path)
+            if (fid := fingerprint("gpu", b.stack, role=role)) in ids]
+
+
+def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = None,
+                   rules_file: str | None = None, role: str = MAIN_ROLE) -> dict[str, list[str]]:
+    """Analyse the capture so far with the run's own thresholds and rules, and for every leak finding of this
+    process find who holds it; writes holders.json."""
+    from ..analysis.analyze import analyze
+    from ..analysis.components import load_rules
+    from ..analysis.verdicts import LEAK, Thresholds
+    from ..capture import HOLDERS, read_capture
+    from ..json_files import write_json_atomic
+
+    capture = read_capture(capture_dir)
+    rules = load_rules(rules_file) if rules_file else ()
+    own_role = role if capture.several_processes else None
+    leaks = [f for f in analyze(capture, Thresholds(**(thresholds or {})), rules).findings
+             if f.verdict == LEAK and f.role == own_role]
+    if not leaks:
+        return {}
+    sources = {src: f.id for f in leaks if f.domain == "host" for src in f.sources}
+    host = []
+    for stream in capture.streams_of("memray"):
+        path = capture.stream_file(stream)
+        if stream.role == role and sources and path is not None:
+            host += host_ranges(path, sources)
+    snapshots = capture.snapshot_files(role)
+    final = snapshots.get("drained") or next(reversed(capture.round_snapshot_files(role)), None)
+    gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
+    gpu = gpu_ranges(final, gpu_ids, own_role) if gpu_ids and final else []
+    holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots))
+    write_json_atomic(capture.dir / HOLDERS, holders)
+    return holders

@@ -1,0 +1,29 @@
+"""Two-stage runs: a cheap untraced pass decides from counters whether anything grows, before paying for tracing.
+
+Only exact counters are screened (C heap in use, CUDA allocated bytes, pinned host bytes); RSS is left out,
+since page reuse hides leaks in it and allocator caches pose as growth. The screen is deliberately eager: what
+survives the final drain above the per-round leak threshold times the rounds (at least twice the total threshold:
+the C heap moves by a few hundred KiB between drains on its own) sends the run on to the traced pass,
+which attributes and classifies; a false alarm costs time, never a verdict.
+"""
+
+from __future__ import annotations
+
+from ..analysis.verdicts import Thresholds
+
+SCREENED = ("heap_bytes", "gpu_allocated_bytes", "pinned_host_bytes")
+
+
+def screen(baseline: dict, rounds: list[dict], drained: dict, thresholds: Thresholds) -> tuple[bool, list[str]]:
+    """(suspect, reasons): whether a counter kept more than the limit from `baseline` to `drained`."""
+    limit = max(2 * thresholds.min_total, len(rounds) * thresholds.min_per_round)
+    suspect, reasons = False, []
+    for name in SCREENED:
+        if baseline.get(name) is None or drained.get(name) is None:
+            continue
+        kept = drained[name] - baseline[name]
+        peak = max((r[name] - baseline[name] for r in rounds), default=kept)
+        suspect |= kept > limit
+        reasons.append(f"{name} {kept / 2**20:+.2f} MiB after the drain (peak {peak / 2**20:+.2f} MiB, "
+                       f"limit {limit / 2**20:.2f} MiB)")
+    return suspect, reasons
