@@ -12,11 +12,11 @@ Only `schema` and each entry's `id` are required; the rest says what was accepte
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from .errors import UsageError
+from .safe_files import parse_json, read_user_file, write_json
 
 SCHEMA = "tracer.baseline/1"
 DEFAULT_REASON = "accepted with tracer baseline (no reason given)"
@@ -49,12 +49,7 @@ def load_baseline(path: Path) -> dict:
         raise UsageError(f"baseline {path}: no such file (make one with: tracer baseline REPORT -o {path})")
     if path.is_dir():
         raise UsageError(f"baseline {path}: is a directory, not a baseline file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"baseline {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"baseline {path}: unreadable ({exc})") from exc
+    data = parse_json(read_user_file(path, "baseline"), f"baseline {path}")
     return validate_baseline(data, str(path))
 
 
@@ -91,10 +86,7 @@ def build_baseline(report: dict, reason: str | None = None, previous: dict | Non
 
 
 def write_baseline(path: Path, baseline: dict) -> None:
-    from .capture import write_json_atomic
-
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; -o takes the baseline file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, validate_baseline(baseline, str(path)))
+    write_json(path, validate_baseline(baseline, str(path)))

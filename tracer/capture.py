@@ -17,7 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .capture_checks import check_event, check_holders, check_manifest
 from .errors import UsageError
+from .safe_files import open_inside, parse_json, read_inside, write_json
+from .text_escape import one_line
 
 SCHEMA = "tracer.capture/1"
 MANIFEST = "manifest.json"
@@ -32,9 +35,7 @@ class CaptureError(UsageError):
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data)
 
 
 class CaptureWriter:
@@ -87,8 +88,14 @@ class Capture:
 
     @property
     def host_file(self) -> Path | None:
-        path = self.dir / HOST_FILE
-        return path if path.exists() and path.stat().st_size > 0 else None
+        """host.memray when it is a non-empty regular file inside the capture (a symlink or FIFO is refused)."""
+        if not os.path.lexists(self.dir / HOST_FILE):
+            return None
+        fd = open_inside(self.dir, HOST_FILE, "host.memray")
+        try:
+            return self.dir / HOST_FILE if os.fstat(fd).st_size > 0 else None
+        finally:
+            os.close(fd)
 
     def mark(self, name: str) -> dict | None:
         return next((m for m in self.marks if m["name"] == name), None)
@@ -102,14 +109,18 @@ class Capture:
         return [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
 
     def holders(self) -> dict[str, list[str]]:
-        path = self.dir / HOLDERS
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not os.path.lexists(self.dir / HOLDERS):
+            return {}
+        where = str(self.dir / HOLDERS)
+        return check_holders(parse_json(read_inside(self.dir, HOLDERS, HOLDERS), where), where)
 
     def gpu_snapshot_files(self) -> dict[str, Path]:
-        """Snapshot file by mark: "baseline", "round:<index>", "drained"."""
+        """Snapshot file by mark: "baseline", "round:<index>", "drained". Each is a regular file inside the capture
+        (checked here: no absolute path, `..` or symlink out, no device or FIFO)."""
         out = {}
         for e in self.of_type("gpu_snapshot"):
             key = e["mark"] if e.get("index") is None else f"{e['mark']}:{e['index']}"  # "round:3"
+            os.close(open_inside(self.dir, e["file"], "a GPU snapshot named in events.jsonl"))
             out[key] = self.dir / e["file"]
         return out
 
@@ -119,24 +130,34 @@ def read_capture(directory: Path) -> Capture:
     if (directory / "capture" / MANIFEST).exists():  # a report directory was given
         directory = directory / "capture"
     manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
+    if not os.path.lexists(manifest_path):
         raise CaptureError(f"{directory}: not a tracer capture (no {MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaptureError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+        manifest = check_manifest(parse_json(read_inside(directory, MANIFEST, MANIFEST), str(manifest_path)),
+                                  str(manifest_path))
+    except UsageError as exc:
+        raise CaptureError(str(exc)) from None
     if manifest.get("schema") != SCHEMA:
-        raise CaptureError(f"{manifest_path}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+        raise CaptureError(f"{manifest_path}: schema {one_line(manifest.get('schema'))[:40]!r}, expected {SCHEMA!r}")
     capture = Capture(directory, manifest)
-    events = directory / EVENTS
-    if events.exists():
-        for line in events.read_text().splitlines():
+    if os.path.lexists(directory / EVENTS):
+        text = read_inside(directory, EVENTS, EVENTS).decode("utf-8", "replace")
+        for number, line in enumerate(text.splitlines(), 1):
             try:
-                row = json.loads(line)
+                row = json.loads(line, parse_constant=_no_constant)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            capture.events.append(row)
+            except (ValueError, RecursionError):
+                raise CaptureError(f"{directory / EVENTS}:{number}: a value JSON does not allow, an integer too "
+                                   "long, or nesting too deep") from None
+            row = check_event(row, f"{directory / EVENTS}:{number}")
+            if row is not None:
+                capture.events.append(row)
     if capture.status == "running":  # the traced process died without saying so
         capture.manifest["status"] = "partial"
         capture.manifest.setdefault("error", "the traced process ended without finishing the capture")
     return capture
+
+
+def _no_constant(name: str):
+    raise ValueError(name)

@@ -8,7 +8,6 @@ Markdown or JUnit XML; `emit` writes them where CI looks (stdout, `$GITHUB_STEP_
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -18,7 +17,9 @@ from typing import TextIO
 from xml.etree import ElementTree as ET
 
 from .errors import UsageError
+from .safe_files import parse_json, read_user_file, write_text
 from .stacks import Frame, owner_index, short_path
+from .text_escape import github_data, github_property, inert_lines, md_code, md_fence, md_text, one_line, xml_text
 
 REPORT_SCHEMA = "tracer.report/1"
 FORMATS = ("text", "github", "junit", "markdown")
@@ -53,18 +54,40 @@ def validate_report(report: object, source: str = "report") -> dict:
     for i, f in enumerate(findings):
         if not isinstance(f, dict) or not isinstance(f.get("id"), str) or not isinstance(f.get("verdict"), str):
             raise UsageError(f"{source}: finding {i} has no id or verdict")
-        if not _is_number(f.get("bytes")):
-            raise UsageError(f"{source}: finding {f['id']} has no bytes")
+        if not is_byte_count(f.get("bytes")):
+            raise UsageError(f"{source}: finding {i} has no bytes (a byte count from 0 to 2**63)")
         series = f.get("per_round_bytes", [])
-        if not isinstance(series, list) or not all(_is_number(b) for b in series):
-            raise UsageError(f"{source}: finding {f['id']} has a bad per_round_bytes")
-        if not isinstance(f.get("stack", []), list):
-            raise UsageError(f"{source}: finding {f['id']} has a bad stack")
+        if not isinstance(series, list) or not all(is_byte_count(b) for b in series):
+            raise UsageError(f"{source}: finding {i} has a bad per_round_bytes")
+        stack = f.get("stack", [])
+        if not isinstance(stack, list) or not all(_is_frame(d) for d in stack):
+            raise UsageError(f"{source}: finding {i} has a bad stack")
+        if not isinstance(f.get("details", {}), dict):
+            raise UsageError(f"{source}: finding {i} has bad details")
+    for key in ("run", "growth", "vllm_check"):
+        if not isinstance(report.get(key) or {}, dict):
+            raise UsageError(f"{source}: {key} is not an object")
+    if not isinstance(report.get("rounds") or [], list):
+        raise UsageError(f"{source}: rounds is not a list")
     return report
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+MAX_BYTES = 2**63
+
+
+def is_byte_count(value: object) -> bool:
+    """A byte count a report may hold: a finite int or float from 0 to 2**63 (no NaN, infinity, negatives)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 <= value <= MAX_BYTES  # False for NaN; infinity is past the bound
+
+
+def _is_frame(d: object) -> bool:
+    if not isinstance(d, dict):
+        return False
+    line = d.get("line") or 0
+    return (all(isinstance(d.get(k), (str, type(None))) for k in ("function", "file", "name", "filename"))
+            and isinstance(line, int) and not isinstance(line, bool) and abs(line) < MAX_BYTES)
 
 
 def report_file(path: Path) -> Path:
@@ -77,13 +100,7 @@ def load_report(path: Path) -> dict:
     file = report_file(path)
     if not file.exists():
         raise UsageError(f"{file}: no such report (give a report directory or its report.json)")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{file}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{file}: unreadable ({exc})") from exc
-    return validate_report(data, str(file))
+    return validate_report(parse_json(read_user_file(file, "report"), str(file)), str(file))
 
 
 def measured_rounds(report: dict) -> int:
@@ -126,6 +143,11 @@ def top_frames(finding: dict, depth: int = TOP_FRAMES) -> list[Frame]:
 
 def frame_text(frame: Frame) -> str:
     return f"{frame.function}  {short_path(frame.file)}:{frame.line}"
+
+
+def _frame_lines(frames: list[Frame]) -> list[str]:
+    """The frames as printed, owner marked `->`, each on one line whatever its names hold."""
+    return [one_line(f"{'->' if i == 0 else '  '} {frame_text(fr)}") for i, fr in enumerate(frames)]
 
 
 # --- the verdict ---------------------------------------------------------------------------------------------
@@ -183,8 +205,9 @@ class Checked:
         return top_frames(self.finding, depth)
 
     def headline(self) -> str:
-        return (f"{self.id} {self.domain}, {self.component}: {fmt_bytes(self.per_round)}/round, "
-                f"{fmt_bytes(self.bytes)} live at the end")
+        """One line; the report's text in it is shown with its controls escaped."""
+        return one_line(f"{self.id} {self.domain}, {self.component}: {fmt_bytes(self.per_round)}/round, "
+                        f"{fmt_bytes(self.bytes)} live at the end")
 
 
 @dataclass
@@ -234,8 +257,8 @@ class GateResult:
         status = rep.get("status", "complete")
         where = f"report {self.source}: " if self.source else "report: "
         base = f"; baseline {self.baseline_source} accepts {len(self.accepted)}" if self.baseline_source else ""
-        return (f"{where}verdict {rep.get('verdict', '?')}, {measured_rounds(rep)} measured round(s)"
-                + (f", {status}" if status != "complete" else "") + base)
+        return one_line(f"{where}verdict {rep.get('verdict', '?')}, {measured_rounds(rep)} measured round(s)"
+                        + (f", {status}" if status != "complete" else "") + base)
 
 
 def evaluate(report: dict, baseline: dict | None = None, max_leak_per_round: int | None = None,
@@ -283,56 +306,47 @@ ACCEPT_HINT = ('to accept a finding: tracer baseline REPORT -o baseline.json --r
 
 def render_text(result: GateResult, frames: int = TOP_FRAMES, accept_hint: str | None = ACCEPT_HINT) -> str:
     lines = [result.headline(), f"  {result.context()}"]
-    lines += [f"  note: {n}" for n in result.notes]
+    lines += [f"  note: {one_line(n)}" for n in result.notes]
     for k, c in enumerate(result.offenders, 1):
         lines.append(f"  [{k}] {c.headline()}")
-        lines.append(f"      {c.why}")
+        lines.append(f"      {one_line(c.why)}")
         reason = (c.finding.get("details") or {}).get("reason")
         if reason:
-            lines.append(f"      analysis: {reason}")
-        for i, fr in enumerate(c.frames(frames)):
-            lines.append(f"      {'->' if i == 0 else '  '} {frame_text(fr)}")
+            lines.append(f"      analysis: {one_line(reason)}")
+        lines += [f"      {line}" for line in _frame_lines(c.frames(frames))]
     for title, group in (("accepted by the baseline", result.accepted), ("under the limits", result.within)):
         for c in group:
-            lines.append(f"  {title}: {c.headline()}" + (f" ({c.why.split(': ', 1)[1]})" if c.status == ACCEPTED
-                                                          else ""))
+            lines.append(f"  {title}: {c.headline()}" + (f" ({one_line(c.why.split(': ', 1)[1])})"
+                                                          if c.status == ACCEPTED else ""))
     for e in result.stale:
-        lines.append(f"  baseline entry not seen in this report (can be removed): {e['id']} {e.get('component', '')}"
-                     .rstrip())
+        lines.append(one_line(f"  baseline entry not seen in this report (can be removed): {e['id']} "
+                              f"{e.get('component', '')}".rstrip()))
     if result.offenders and accept_hint:
         lines.append(f"  {accept_hint}")
-    return "\n".join(lines) + "\n"
+    return inert_lines("\n".join(lines) + "\n")
 
 
 def render_markdown(result: GateResult, frames: int = TOP_FRAMES) -> str:
     status = "FAIL" if not result.passed else "PASS"
-    lines = [f"### tracer gate: {status}", "", result.headline().split(": ", 2)[-1] + ".", "",
-             f"{result.context()}.", ""]
-    lines += [f"> {n}" for n in result.notes]
+    lines = [f"### tracer gate: {status}", "", md_text(result.headline().split(": ", 2)[-1]) + ".", "",
+             f"{md_text(result.context())}.", ""]
+    lines += [f"> {md_text(n)}" for n in result.notes]
     if result.checked:
         lines += ["| finding | domain | component | per round | live at the end | gate |", "|---|---|---|---|---|---|"]
         for c in result.checked:
             mark = f"**{c.status}**" if c.status == OFFENDING else c.status
-            lines.append(f"| `{c.id}` | {c.domain} | {c.component} | {fmt_bytes(c.per_round)} | "
-                         f"{fmt_bytes(c.bytes)} | {mark} |")
+            lines.append(f"| {md_code(c.id, in_table=True)} | {md_text(c.domain)} | {md_text(c.component)} | "
+                         f"{fmt_bytes(c.per_round)} | {fmt_bytes(c.bytes)} | {mark} |")
         lines.append("")
     for c in result.offenders:
-        lines += [f"#### `{c.id}` {c.component}", "", c.why, "", "```"]
-        lines += [f"{'->' if i == 0 else '  '} {frame_text(fr)}" for i, fr in enumerate(c.frames(frames))]
-        lines += ["```", ""]
+        lines += [f"#### {md_code(c.id)} {md_text(c.component)}", "", md_text(c.why), ""]
+        lines += md_fence(_frame_lines(c.frames(frames)))
+        lines += [""]
     if result.stale:
         lines.append("Baseline entries not seen in this report (can be removed): "
-                     + ", ".join(f"`{e['id']}`" for e in result.stale) + ".")
+                     + ", ".join(md_code(e["id"]) for e in result.stale) + ".")
         lines.append("")
     return "\n".join(lines)
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def _workspace_location(frames: list[Frame], workspace: str | None) -> tuple[str, int] | None:
@@ -356,20 +370,19 @@ def render_github(result: GateResult, frames: int = TOP_FRAMES, workspace: str |
     lines = []
     for c in result.offenders:
         top = c.frames(frames)
-        props = [f"title={_escape_property(f'tracer gate: new leak in {c.component}')}"]
+        props = [f"title={github_property(f'tracer gate: new leak in {c.component}')}"]
         where = _workspace_location(top, workspace)
         if where:
-            props = [f"file={_escape_property(where[0])}", f"line={where[1]}"] + props
-        body = "\n".join([c.headline(), c.why] + [f"{'->' if i == 0 else '  '} {frame_text(fr)}"
-                                                    for i, fr in enumerate(top)])
-        lines.append(f"::error {','.join(props)}::{_escape_data(body)}")
+            props = [f"file={github_property(where[0])}", f"line={where[1]}"] + props
+        body = "\n".join([c.headline(), c.why] + _frame_lines(top))
+        lines.append(f"::error {','.join(props)}::{github_data(body)}")
     if result.problem:
-        lines.append(f"::error title=tracer gate::{_escape_data(result.problem)}")
+        lines.append(f"::error title=tracer gate::{github_data(result.problem)}")
     if result.stale:
         ids = ", ".join(e["id"] for e in result.stale)
-        lines.append(f"::warning title=tracer gate::{_escape_data(f'baseline entries not seen in this report: {ids}')}")
+        lines.append(f"::warning title=tracer gate::{github_data(f'baseline entries not seen in this report: {ids}')}")
     if result.passed:
-        lines.append(f"::notice title=tracer gate::{_escape_data(result.headline())}")
+        lines.append(f"::notice title=tracer gate::{github_data(result.headline())}")
     return "\n".join(lines) + "\n"
 
 
@@ -381,30 +394,30 @@ def render_junit(result: GateResult, frames: int = 8) -> str:
     props = ET.SubElement(suite, "properties")
     for name, value in (("report", result.source or ""), ("verdict", str(result.report.get("verdict"))),
                         ("limits", result.limits.describe()), ("baseline", result.baseline_source or "")):
-        ET.SubElement(props, "property", name=name, value=value)
+        ET.SubElement(props, "property", name=name, value=xml_text(value))
     failures = skipped = 0
     for c in result.checked:
         top = c.frames(frames)
         owner = f": {top[0].function} ({short_path(top[0].file)})" if top else ""
-        case = ET.SubElement(suite, "testcase", classname=f"tracer.gate.{c.domain}",
-                             name=f"{c.id} {c.component}{owner}", time="0")
-        body = "\n".join([c.headline(), c.why] + [f"{'->' if i == 0 else '  '} {frame_text(fr)}"
-                                                    for i, fr in enumerate(top)])
+        case = ET.SubElement(suite, "testcase", classname=xml_text(one_line(f"tracer.gate.{c.domain}")),
+                             name=xml_text(one_line(f"{c.id} {c.component}{owner}")), time="0")
+        body = xml_text("\n".join([c.headline(), one_line(c.why)] + _frame_lines(top)))
         if c.status == OFFENDING:
             failures += 1
-            ET.SubElement(case, "failure", message=f"{c.why}: {fmt_bytes(c.per_round)}/round",
+            ET.SubElement(case, "failure", message=xml_text(one_line(f"{c.why}: {fmt_bytes(c.per_round)}/round")),
                           type="leak").text = body
         elif c.status == ACCEPTED:
             skipped += 1
-            ET.SubElement(case, "skipped", message=c.why)
+            ET.SubElement(case, "skipped", message=xml_text(one_line(c.why)))
         else:
             ET.SubElement(case, "system-out").text = body
     gate = ET.SubElement(suite, "testcase", classname="tracer.gate", name="gate", time="0")
     if not result.passed:
         failures += 1
-        ET.SubElement(gate, "failure", message=result.headline(), type="gate").text = render_text(result)
+        ET.SubElement(gate, "failure", message=xml_text(result.headline()), type="gate").text = xml_text(
+            render_text(result))
     else:
-        ET.SubElement(gate, "system-out").text = render_text(result)
+        ET.SubElement(gate, "system-out").text = xml_text(render_text(result))
     tests = len(result.checked) + 1
     for el in (suites, suite):
         el.set("tests", str(tests))
@@ -426,7 +439,7 @@ def emit(result: GateResult, fmt: str = "text", out: TextIO | None = None, junit
         raise UsageError(f"unknown gate format {fmt!r}: use one of {', '.join(FORMATS)}")
     written = []
     if fmt == "markdown":
-        out.write(render_markdown(result))
+        out.write(inert_lines(render_markdown(result)))
     else:
         out.write(render_text(result))
     if fmt == "github":
@@ -440,9 +453,6 @@ def emit(result: GateResult, fmt: str = "text", out: TextIO | None = None, junit
                 raise UsageError(f"GITHUB_STEP_SUMMARY={summary}: cannot append the summary ({exc.strerror})") from exc
             written.append(Path(summary))
     if fmt == "junit" or junit_file is not None:
-        path = Path(junit_file or JUNIT_FILE)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_junit(result))
-        written.append(path)
+        written.append(write_text(Path(junit_file or JUNIT_FILE), render_junit(result)))
     out.flush()
     return written
