@@ -16,7 +16,17 @@ from . import __version__
 from .sizes import parse_size
 from .verdicts import Thresholds
 from .errors import UsageError
+from .text_escape import inert_lines, one_line
 from .workload import IMAGE_MODES, WorkloadConfig, parse_engine_args
+
+EXIT_CODES = ("Exit codes: 0 done (gate: pass), 1 a new leak over the limits (diff without --gate: also an engine "
+              "crash), 2 bad input (one line on stderr), 3 internal error (one line, the traceback in a log file), "
+              "130 Ctrl-C.")
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print one line whose fields may come from a stranger's file: controls escaped, no workflow command."""
+    click.echo(inert_lines(one_line(text)), err=err)
 
 
 class SizeType(click.ParamType):
@@ -60,15 +70,15 @@ def _print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     leaks = [f for f in report["findings"] if f["verdict"] == "leak"]
-    click.echo(f"verdict: {report['verdict']}" + (f" ({report['status']})" if report["status"] != "complete" else "")
-               + f"; {len(leaks)} leak finding(s)")
+    _say(f"verdict: {report['verdict']}" + (f" ({report['status']})" if report["status"] != "complete" else "")
+         + f"; {len(leaks)} leak finding(s)")
     for f in leaks[:5]:
         owner = f["owner"] or {}
-        click.echo(f"  {f['id']} {f['domain']} {f['bytes'] / 2**20:.2f} MiB {f['component']}: "
-                   f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
+        _say(f"  {f['id']} {f['domain']} {f['bytes'] / 2**20:.2f} MiB {f['component']}: "
+             f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
         for path in f.get("details", {}).get("holders", [])[:1]:
-            click.echo(f"      held by {path}")
-    click.echo(f"report: {out_dir / 'summary.md'}")
+            _say(f"      held by {path}")
+    _say(f"report: {out_dir / 'summary.md'}")
 
 
 GATE_FORMATS = ("text", "github", "junit", "markdown")
@@ -100,14 +110,18 @@ def _gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: 
                       baseline_source=str(baseline_file) if baseline_file else None)
     for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
                      junit_file=junit_file):
-        click.echo(f"[tracer] gate: wrote {path}", err=True)
+        _say(f"[tracer] gate: wrote {path}", err=True)
     return result.exit_code
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="tracer")
 def main():
-    """Find what grows, who allocated it and who keeps it alive, in vLLM multimodal inference."""
+    """Find what grows, who allocated it and who keeps it alive, in vLLM multimodal inference.
+
+    Files from others (captures, snapshots, reports, baselines) are read without running code, following links
+    out or writing outside the output directory; see the README's "Opening untrusted files".
+    """
 
 
 @main.command()
@@ -188,6 +202,8 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
                           max_leak, gate_format, junit_file, to_stderr=as_json)
     elif gate:
         click.echo("[tracer] gate: not evaluated, the run ended early", err=True)
+        if code == 1:
+            code = 3  # with --gate, 1 means a new leak only
     sys.exit(code)
 
 
@@ -209,24 +225,33 @@ def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_
 @main.command()
 @click.argument("capture", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the report. Default: the directory that holds the capture.")
+              help="Where to write the report. Default: the report directory given, or for a bare capture "
+                   "directory a new one next to it (CAPTURE-report).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @threshold_options
 def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
-    """Rebuild the report offline from a saved capture (a report directory or its capture/)."""
+    """Rebuild the report offline from a saved capture (a report directory or its capture/).
+
+    Output files are created fresh (a symlink in the output directory is replaced, never written through).
+    """
     from .analysis import analyze as analyze_capture
     from .capture import CaptureError, read_capture
     from .report import write_report
+    from .safe_files import new_sibling_dir
 
     thresholds, extra_rules = _analysis_settings(min_leak_per_round, min_leak, rules)
     try:
         cap = read_capture(capture)
     except CaptureError as exc:
         raise UsageError(str(exc)) from exc
-    out_dir = out_dir or cap.dir.parent
+    explicit = out_dir is not None
     start = time.perf_counter()
-    report = write_report(analyze_capture(cap, thresholds, extra_rules), out_dir)
-    click.echo(f"[tracer] analysed {cap.dir} in {time.perf_counter() - start:.2f} s", err=True)
+    analysis = analyze_capture(cap, thresholds, extra_rules)
+    if out_dir is None:
+        # a report directory was given: write there; a bare capture directory: never into its parent
+        out_dir = cap.dir.parent if cap.dir != Path(capture) else new_sibling_dir(cap.dir, "-report")
+    report = write_report(analysis, out_dir, explicit=explicit)
+    _say(f"[tracer] analysed {cap.dir} in {time.perf_counter() - start:.2f} s; report files in {out_dir}", err=True)
     _print_outcome(report, out_dir, as_json)
 
 
@@ -249,22 +274,22 @@ def snapshot_diff(baseline, final, out_dir, as_json):
         click.echo(json.dumps(report, indent=2))
         return
     g = report["growth"]
-    click.echo(f"allocated growth {g['allocated_growth'] / 2**20:.2f} MiB: {g['new_blocks']} new blocks "
+    _say(f"allocated growth {g['allocated_growth'] / 2**20:.2f} MiB: {g['new_blocks']} new blocks "
                f"({g['new_bytes'] / 2**20:.2f} MiB), {g['freed_blocks']} freed ({g['freed_bytes'] / 2**20:.2f} MiB)")
     for f in report["findings"][:15]:
         owner = f["owner"] or {}
-        click.echo(f"  {f['id']} {f['bytes'] / 2**20:10.2f} MiB {f['count']:5d} blocks  {f['component']}: "
-                   f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
+        _say(f"  {f['id']} {f['bytes'] / 2**20:10.2f} MiB {f['count']:5d} blocks  {f['component']}: "
+             f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
     if out_dir:
-        click.echo(f"report: {out_dir / 'summary.md'}")
+        _say(f"report: {out_dir / 'summary.md'}")
 
 
 @main.command("gate")
 @click.argument("report", type=click.Path(exists=True, path_type=Path))
 @gate_options
 def gate_command(report, baseline_file, max_leak_per_round, max_leak, gate_format, junit_file):
-    """Fail CI on new leaks: exit 0 when no new leak finding of REPORT exceeds the limits, 1 when one does,
-    2 for bad input.
+    """Fail CI on new leaks: exit 0 when no new leak finding of REPORT exceeds the limits, 1 when one does
+    (and only then), 2 for bad input, 3 for an internal error.
 
     REPORT is a report directory (tracer diff --out) or its report.json. A finding fails the gate when the
     analysis called it a leak, the baseline does not accept its id, and it is over a limit (any new leak when
@@ -299,19 +324,19 @@ def baseline_command(report, out_file, reason, merge):
     baseline = build_baseline(data, reason, previous, source=str(report_file(report)))
     write_baseline(out_file, baseline)
     entries = baseline["accepted"]
-    click.echo(f"baseline: {len(entries)} accepted leak finding(s) written to {out_file}")
+    _say(f"baseline: {len(entries)} accepted leak finding(s) written to {out_file}")
     for e in entries:
-        click.echo(f"  {e['id']} {e.get('domain')} {e.get('component')}: "
-                   f"{fmt_bytes(e.get('bytes_per_round') or 0)}/round, {e.get('owner')}")
+        _say(f"  {e['id']} {e.get('domain')} {e.get('component')}: "
+             f"{fmt_bytes(e.get('bytes_per_round') or 0)}/round, {e.get('owner')}")
     if data.get("verdict") == "inconclusive":
         click.echo("[tracer] warning: the report is inconclusive (no measured round); it has no findings to accept",
                    err=True)
 
 
-def run() -> None:
-    """Console entry point: one line and exit code 2 for any bad input."""
+def run(args: list[str] | None = None) -> None:
+    """Console entry point: one line and exit code 2 for any bad input, 3 (and a log file) for tracer's bugs."""
     try:
-        main.main(standalone_mode=False)
+        main.main(args, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("tracer: aborted", err=True)
         sys.exit(130)
@@ -321,5 +346,20 @@ def run() -> None:
         click.echo(f"tracer: error: {exc.format_message()}", err=True)
         sys.exit(2)
     except UsageError as exc:
-        click.echo(f"tracer: error: {exc}", err=True)
+        _say(f"tracer: error: {exc}", err=True)
         sys.exit(2)
+    except Exception as exc:  # a bug in tracer, not the user's input: keep the traceback out of the CI log
+        _say(f"tracer: internal error: {type(exc).__name__}: {str(exc)[:200]} (traceback in {_crash_log()})",
+             err=True)
+        sys.exit(3)
+
+
+def _crash_log() -> str:
+    """Write the current exception's traceback to a new file in the temp directory; returns its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="tracer-crash-", suffix=".log")
+    with open(fd, "w") as fh:
+        fh.write(f"tracer {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}")
+    return path

@@ -17,7 +17,7 @@ from typing import TextIO
 from xml.etree import ElementTree as ET
 
 from .errors import UsageError
-from .safe_files import parse_json, read_user_file, write_text
+from .safe_files import parse_json, read_inside, read_user_file, write_text
 from .stacks import Frame, owner_index, short_path
 from .text_escape import github_data, github_property, inert_lines, md_code, md_fence, md_text, one_line, xml_text
 
@@ -100,7 +100,9 @@ def load_report(path: Path) -> dict:
     file = report_file(path)
     if not file.exists():
         raise UsageError(f"{file}: no such report (give a report directory or its report.json)")
-    return validate_report(parse_json(read_user_file(file, "report"), str(file)), str(file))
+    # inside a report directory, report.json must be a regular file there, not a link out of it
+    data = read_inside(file.parent, file.name, "report") if file != Path(path) else read_user_file(file, "report")
+    return validate_report(parse_json(data, str(file)), str(file))
 
 
 def measured_rounds(report: dict) -> int:

@@ -7,7 +7,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .analysis import Analysis
-from .capture import write_json_atomic
+from .safe_files import prepare_out_dir, write_json, write_text
+from .text_escape import md_code, md_fence, md_text
 from .findings import Finding
 from .flamegraph import write_flamegraph
 from .stacks import is_tracer_frame, owner_index, short_path
@@ -68,27 +69,29 @@ def _finding_md(f: Finding) -> list[str]:
     series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
     undrained = f.details.get("undrained_bytes")
     if f.verdict == CACHE and undrained:
-        head = f"### `{f.id}` cache: {mib(undrained)} filled ({mib(f.bytes)} left after the drain) - {f.component}"
+        head = (f"### {md_code(f.id)} cache: {mib(undrained)} filled ({mib(f.bytes)} left after the drain) - "
+                f"{md_text(f.component)}")
     else:
-        head = f"### `{f.id}` {f.verdict}: {mib(f.bytes)} in {f.count} {f.domain} allocations - {f.component}"
-    out = [head, "", f"- why: {f.details.get('reason', '-')}",
+        head = (f"### {md_code(f.id)} {md_text(f.verdict)}: {mib(f.bytes)} in {f.count} {md_text(f.domain)} "
+                f"allocations - {md_text(f.component)}")
+    out = [head, "", f"- why: {md_text(f.details.get('reason', '-'))}",
            f"- live new bytes at the end of each measured round (MiB): {series or '-'}"]
     if undrained is not None:
         out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
     for path in f.details.get("holders", []):
-        out.append(f"- held by: `{path}`")
+        out.append(f"- held by: {md_code(path)}")
     if f.details.get("in_graph_pool"):
         out.append("- in a CUDA-graph private pool")
-    out += ["", "```", *_stack_lines(f), "```", ""]
+    out += ["", *md_fence(_stack_lines(f)), ""]
     return out
 
 
 def render_summary(report: dict, findings: list[Finding]) -> str:
     run = report["run"]
-    lines = [f"# tracer report: {report['verdict'].upper()}" + (" (partial run)" if report["status"] != "complete"
-                                                                   else ""), ""]
+    lines = [f"# tracer report: {md_text(report['verdict'].upper())}" + (
+        " (partial run)" if report["status"] != "complete" else ""), ""]
     if report.get("error"):
-        lines += [f"> Run ended early: {report['error']}. The rounds done are analysed below.", ""]
+        lines += [f"> Run ended early: {md_text(report['error'])}. The rounds done are analysed below.", ""]
     leaks = [f for f in findings if f.verdict == LEAK]
     caches = [f for f in findings if f.verdict == CACHE]
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
@@ -96,9 +99,9 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines += ["## Environment", "", "| | |", "|---|---|"]
     for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
                 "images", "max_tokens", "seed"):
-        lines.append(f"| {key} | {run.get(key)} |")
-    lines.append(f"| engine args | `{json.dumps(run.get('engine_args'))}` |")
-    lines.append(f"| tracing | `{json.dumps(run.get('tracing'))}` |")
+        lines.append(f"| {key} | {md_text(run.get(key))} |")
+    lines.append(f"| engine args | {md_code(json.dumps(run.get('engine_args')), in_table=True)} |")
+    lines.append(f"| tracing | {md_code(json.dumps(run.get('tracing')), in_table=True)} |")
     lines.append("| engine | in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) |")
     lines += ["", "## Rounds", ""]
     gpu = any("gpu_allocated_bytes" in r for r in report["rounds"])
@@ -106,7 +109,7 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         ["GPU alloc MiB", "GPU reserved MiB", "device used MiB", "pinned host MiB"] if gpu else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report["rounds"]:
-        vals = [r["index"], r["phase"], f"{r['seconds']:.3f}"] + [
+        vals = [r["index"], md_text(r["phase"]), f"{r['seconds']:.3f}"] + [
             f"{r[k] / 2**20:.1f}" if r.get(k) is not None else "-"
             for k in ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes") + (
                 ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
@@ -120,7 +123,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     if report["unattributed"]:
         lines += ["", "Growth no traced allocation explains:", ""]
         for row in report["unattributed"]:
-            lines.append(f"- {row['counter']}: {mib(row['unattributed'])} of {mib(row['growth'])} - {row['hint']}")
+            lines.append(f"- {md_text(row['counter'])}: {mib(row['unattributed'])} of {mib(row['growth'])} - "
+                         f"{md_text(row['hint'])}")
     check = report["vllm_check"]
     if check:
         lines += ["", f"vLLM's own check (peak RSS and device used memory, 0 MiB threshold) would "
@@ -137,18 +141,21 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         lines += ["", "## Largest other survivors (transient)", ""]
         for f in rest:
             owner = f.stack[owner_index(f.stack)].short() if f.stack else "?"
-            lines.append(f"- `{f.id}` {mib(f.bytes)} in {f.count} {f.domain} allocations, {f.component}: {owner}")
+            lines.append(f"- {md_code(f.id)} {mib(f.bytes)} in {f.count} {md_text(f.domain)} allocations, "
+                         f"{md_text(f.component)}: {md_text(owner)}")
     for note in report["notes"]:
-        lines += ["", f"Note: {note}"]
-    lines += ["", "## Reproduce", "", "```", run.get("command") or "tracer diff", "```", "",
+        lines += ["", f"Note: {md_text(note)}"]
+    lines += ["", "## Reproduce", "", *md_fence([run.get("command") or "tracer diff"]), "",
               "Files: `report.json` (all numbers), `host-flamegraph.html` / `gpu-flamegraph.html` (surviving "
               "allocations, open offline), `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
     return "\n".join(lines)
 
 
-def write_report(a: Analysis, out_dir: Path) -> dict:
-    """Write report.json, summary.md and the flamegraphs into `out_dir`; returns the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_report(a: Analysis, out_dir: Path, explicit: bool = True) -> dict:
+    """Write report.json, summary.md and the flamegraphs into `out_dir` (each created fresh: a symlink there is
+    replaced, not followed; `explicit`: the user named `out_dir`, so it may itself be a symlink); returns the
+    report."""
+    prepare_out_dir(out_dir, explicit)
     report = build_report(a)
     command = report["run"].get("command") or "tracer diff"
     files = {"summary": "summary.md", "report": "report.json"}
@@ -162,8 +169,8 @@ def write_report(a: Analysis, out_dir: Path) -> dict:
             write_flamegraph(out_dir / name, survivors, f"new {domain} allocations live after the last round", command)
             files[f"{domain}_flamegraph"] = name
     report["files"] = files
-    write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "summary.md").write_text(render_summary(report, a.findings))
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "summary.md", render_summary(report, a.findings))
     return report
 
 
@@ -178,9 +185,9 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
     report = {"schema": "tracer.snapshot-diff/1", "baseline": str(baseline), "final": str(final),
               "growth": growth_accounting(baseline, final), "findings": [f.as_dict() for f in findings]}
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "report.json", report)
-        (out_dir / "summary.md").write_text(render_snapshot_diff(report, findings))
+        prepare_out_dir(out_dir, explicit=True)
+        write_json(out_dir / "report.json", report)
+        write_text(out_dir / "summary.md", render_snapshot_diff(report, findings))
         if findings:
             write_flamegraph(out_dir / "gpu-flamegraph.html", findings, "new GPU blocks",
                              f"tracer snapshot-diff {baseline} {final}")
@@ -190,11 +197,11 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
 def render_snapshot_diff(report: dict, findings: list[Finding]) -> str:
     g = report["growth"]
     lines = [f"# tracer snapshot-diff: {len(findings)} group(s) of new GPU blocks", "",
-             f"- baseline: `{report['baseline']}`", f"- final: `{report['final']}`",
+             f"- baseline: {md_code(report['baseline'])}", f"- final: {md_code(report['final'])}",
              f"- allocated growth {mib(g['allocated_growth'])} = new {mib(g['new_bytes'])} in {g['new_blocks']} "
              f"blocks - freed {mib(g['freed_bytes'])} in {g['freed_blocks']} blocks", ""]
     for f in findings[:20]:
         pool = " (CUDA-graph pool)" if f.details.get("in_graph_pool") else ""
-        lines += [f"### `{f.id}` {mib(f.bytes)} in {f.count} blocks - {f.component}{pool}", "", "```",
-                  *_stack_lines(f), "```", ""]
+        lines += [f"### {md_code(f.id)} {mib(f.bytes)} in {f.count} blocks - {md_text(f.component)}{pool}", "",
+                  *md_fence(_stack_lines(f)), ""]
     return "\n".join(lines)
