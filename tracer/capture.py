@@ -13,17 +13,25 @@ Layout (paths relative to the capture directory):
 
 Captures of schema tracer.capture/1 (one process: host.memray and gpu/ at the top, `gpu_snapshot` events) are
 read as one stream of role "main".
+
+A capture may come from a stranger: the reader opens only regular files inside the capture directory (no
+absolute paths, `..` or links out, no devices or FIFOs), and checks every field the analysis reads for its type
+and range (counters are byte counts from 0 to 2**63, times finite numbers, names text), so a bad capture ends as
+one line and exit code 2 instead of a traceback deep in the analysis. Messages name the file and line, never the
+content.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
-from .json_files import write_json_atomic
+from .safe_files import open_inside, parse_json, read_inside, write_json
 
 SCHEMA = "tracer.capture/2"
 READABLE_SCHEMAS = ("tracer.capture/1", SCHEMA)
@@ -37,6 +45,7 @@ MAIN_ROLE = "main"
 HOST_COUNTERS = ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes")
 GPU_COUNTERS = ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes")
 COUNTERS = HOST_COUNTERS + GPU_COUNTERS
+MAX_COUNT = 2**63
 
 
 class CaptureError(UsageError):
@@ -66,7 +75,7 @@ class CaptureWriter:
         self.save_manifest()
 
     def save_manifest(self) -> None:
-        write_json_atomic(self.dir / MANIFEST, self.manifest)
+        write_json(self.dir / MANIFEST, self.manifest)
 
     def stream_dir(self, role: str) -> Path:
         path = self.dir / role
@@ -131,11 +140,15 @@ class Capture:
         return [s for s in self.streams if s.backend == backend]
 
     def stream_file(self, stream: Stream) -> Path | None:
-        """The stream's file, when it holds something."""
-        if stream.file is None:
+        """The stream's file when it is a non-empty regular file inside the capture (a link out or a FIFO is
+        refused)."""
+        if stream.file is None or not os.path.lexists(self.dir / stream.file):
             return None
-        path = self.dir / stream.file
-        return path if path.exists() and path.stat().st_size > 0 else None
+        fd = open_inside(self.dir, stream.file, f"the {stream.backend} file of {stream.role}")
+        try:
+            return self.dir / stream.file if os.fstat(fd).st_size > 0 else None
+        finally:
+            os.close(fd)
 
     def mark(self, name: str) -> dict | None:
         return next((m for m in self.marks if m["name"] == name), None)
@@ -144,15 +157,19 @@ class Capture:
         return [m for m in self.marks if m["name"] == "round"]
 
     def holders(self) -> dict[str, list[str]]:
-        path = self.dir / HOLDERS
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not os.path.lexists(self.dir / HOLDERS):
+            return {}
+        where = str(self.dir / HOLDERS)
+        return check_holders(parse_json(read_inside(self.dir, HOLDERS, HOLDERS), where), where)
 
     def snapshot_files(self, role: str = MAIN_ROLE) -> dict[str, Path]:
-        """Snapshot file of a process by mark: "baseline", "round:<index>", "drained"."""
+        """Snapshot file of a process by mark: "baseline", "round:<index>", "drained". Each is a regular file inside
+        the capture (checked here: no absolute path, `..` or symlink out, no device or FIFO)."""
         out = {}
         for e in self.of_type("snapshot"):
             if e.get("stream", MAIN_ROLE) == role:
                 key = e["mark"] if e.get("index") is None else f"{e['mark']}:{e['index']}"  # "round:3"
+                os.close(open_inside(self.dir, e["file"], "a GPU snapshot named in events.jsonl"))
                 out[key] = self.dir / e["file"]
         return out
 
@@ -160,6 +177,114 @@ class Capture:
         """A process's snapshots taken at round ends, in round order."""
         files = self.snapshot_files(role)
         return [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
+
+
+_RUN_DICTS = ("versions", "tracing", "engine_args", "env")
+_RUN_TEXT = ("model", "model_path", "images", "device", "command", "image_size")
+_RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+    return (_is_int(v) and abs(v) < MAX_COUNT) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _is_count(v) -> bool:
+    return _is_int(v) and 0 <= v < MAX_COUNT
+
+
+def check_manifest(manifest: object, where: str) -> dict:
+    if not isinstance(manifest, dict):
+        raise UsageError(f"{where}: not a tracer capture manifest (a JSON object is expected)")
+    if not isinstance(manifest.get("status", "partial"), str):
+        raise UsageError(f"{where}: status is not text")
+    if manifest.get("error") is not None and not isinstance(manifest["error"], str):
+        raise UsageError(f"{where}: error is not text")
+    run = manifest.get("run", {})
+    if not isinstance(run, dict):
+        raise UsageError(f"{where}: run is not an object")
+    for key in _RUN_DICTS:
+        if run.get(key) is not None and not isinstance(run[key], dict):
+            raise UsageError(f"{where}: run.{key} is not an object")
+    for key in _RUN_TEXT:
+        if run.get(key) is not None and not isinstance(run[key], str):
+            raise UsageError(f"{where}: run.{key} is not text")
+    for key in _RUN_INTS:
+        if run.get(key) is not None and not _is_finite(run[key]):
+            raise UsageError(f"{where}: run.{key} is not a number")
+    if run.get("preload") is not None and not isinstance(run["preload"], list):
+        raise UsageError(f"{where}: run.preload is not a list")
+    if run.get("engine_load_seconds") is not None and not _is_finite(run["engine_load_seconds"]):
+        raise UsageError(f"{where}: run.engine_load_seconds is not a finite number")
+    return manifest
+
+
+def check_event(row: object, where: str) -> dict:
+    """The event, checked where this reader uses it; a UsageError for a malformed one."""
+    if not isinstance(row, dict):
+        raise UsageError(f"{where}: an event is not a JSON object")
+    kind = row.get("type")
+    if not isinstance(kind, str):
+        raise UsageError(f"{where}: an event without a type")
+    if kind not in ("round", "mark", "gpu_snapshot", "snapshot", "screen", "screen_mark", "drain", "drain_step"):
+        return row  # a kind this reader does not use (from a newer tracer): kept, never read here
+    if not _is_finite(row.get("time_ms")):
+        raise UsageError(f"{where}: {kind} event without a finite time_ms")
+    if kind in ("round", "mark", "screen_mark", "drain_step"):
+        for name in COUNTERS:
+            if row.get(name) is not None and not _is_count(row[name]):
+                raise UsageError(f"{where}: {kind} event has a bad {name} (a byte count from 0 to 2**63 is expected)")
+    if kind == "round":
+        if not _is_int(row.get("index")) or not isinstance(row.get("phase"), str):
+            raise UsageError(f"{where}: round event without an integer index and a phase")
+        if not _is_finite(row.get("seconds")) or row["seconds"] < 0:
+            raise UsageError(f"{where}: round event without a finite, non-negative seconds")
+        if row["phase"] == "measured" and not _is_count(row.get("maxrss_bytes")):
+            raise UsageError(f"{where}: measured round event without maxrss_bytes")
+    elif kind in ("mark", "screen_mark"):
+        if not isinstance(row.get("name"), str) or not (row.get("index") is None or _is_int(row["index"])):
+            raise UsageError(f"{where}: mark event without a name, or with an index that is not an integer")
+    elif kind in ("gpu_snapshot", "snapshot"):
+        if not isinstance(row.get("mark"), str) or not isinstance(row.get("file"), str):
+            raise UsageError(f"{where}: {kind} event without a mark and a file")
+        if not isinstance(row.get("stream", MAIN_ROLE), str):
+            raise UsageError(f"{where}: {kind} event whose stream is not text")
+        if not (row.get("index") is None or (_is_int(row["index"]) and abs(row["index"]) < MAX_COUNT)):
+            raise UsageError(f"{where}: {kind} event with an index that is not an integer")
+    elif kind == "drain_step":
+        if not isinstance(row.get("step"), str) or not isinstance(row.get("when"), str):
+            raise UsageError(f"{where}: drain_step event without a step and a when (text)")
+    elif kind == "screen":
+        reasons = row.get("reasons")
+        if not isinstance(row.get("suspect"), bool) or not isinstance(reasons, list) or not all(
+                isinstance(r, str) for r in reasons):
+            raise UsageError(f"{where}: screen event without suspect (true/false) and reasons (a list of text)")
+    return row
+
+
+def check_streams(streams: object, where: str) -> list[Stream]:
+    if not isinstance(streams, list):
+        raise UsageError(f"{where}: streams is not a list")
+    out = []
+    for s in streams:
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), str) for k in ("role", "backend", "domain")):
+            raise UsageError(f"{where}: a stream without role, backend and domain (text)")
+        if not (s.get("file") is None or isinstance(s["file"], str)) or not isinstance(s.get("settings") or {}, dict):
+            raise UsageError(f"{where}: a stream whose file is not text or whose settings are not an object")
+        if not (s.get("pid") is None or _is_count(s["pid"])):
+            raise UsageError(f"{where}: a stream whose pid is not a number")
+        out.append(Stream(s["role"], s.get("pid"), s["backend"], s["domain"], s.get("file"), s.get("settings") or {}))
+    return out
+
+
+def check_holders(holders: object, where: str) -> dict[str, list[str]]:
+    if not isinstance(holders, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in holders.values()):
+        raise UsageError(f"{where}: not a map of finding id to a list of reference paths")
+    return holders
 
 
 def _legacy_streams(directory: Path, manifest: dict, events: list[dict]) -> list[Stream]:
@@ -182,31 +307,37 @@ def read_capture(directory: Path) -> Capture:
     if (directory / "capture" / MANIFEST).exists():  # a report directory was given
         directory = directory / "capture"
     manifest_path = directory / MANIFEST
-    if not manifest_path.exists():
+    if not os.path.lexists(manifest_path):
         raise CaptureError(f"{directory}: not a tracer capture (no {MANIFEST})")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaptureError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("schema") not in READABLE_SCHEMAS:
-        schema = manifest.get("schema") if isinstance(manifest, dict) else None
-        raise CaptureError(f"{manifest_path}: schema {schema!r}, expected one of {', '.join(READABLE_SCHEMAS)}")
+        manifest = check_manifest(parse_json(read_inside(directory, MANIFEST, MANIFEST), str(manifest_path)),
+                                  str(manifest_path))
+    except UsageError as exc:
+        raise CaptureError(str(exc)) from None
+    if manifest.get("schema") not in READABLE_SCHEMAS:
+        shown = repr(manifest.get("schema"))[:40]
+        raise CaptureError(f"{manifest_path}: schema {shown}, expected one of {', '.join(READABLE_SCHEMAS)}")
     capture = Capture(directory, manifest)
-    events = directory / EVENTS
-    if events.exists():
-        for line in events.read_text().splitlines():
+    if os.path.lexists(directory / EVENTS):
+        text = read_inside(directory, EVENTS, EVENTS).decode("utf-8", "replace")
+        for number, line in enumerate(text.splitlines(), 1):
             try:
-                row = json.loads(line)
+                row = json.loads(line, parse_constant=_no_constant)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
-            if isinstance(row, dict):
-                capture.events.append(row)
+            except (ValueError, RecursionError):
+                raise CaptureError(f"{directory / EVENTS}:{number}: a value JSON does not allow, an integer too "
+                                   "long, or nesting too deep") from None
+            capture.events.append(check_event(row, f"{directory / EVENTS}:{number}"))
     if manifest["schema"] == SCHEMA:
-        capture.streams = [Stream(str(s["role"]), s.get("pid"), str(s["backend"]), str(s["domain"]), s.get("file"),
-                                  s.get("settings") or {}) for s in manifest.get("streams", [])]
+        capture.streams = check_streams(manifest.get("streams", []), str(manifest_path))
     else:
         capture.streams = _legacy_streams(directory, manifest, capture.events)
     if capture.status == "running":  # the traced process died without saying so
         capture.manifest["status"] = "partial"
         capture.manifest.setdefault("error", "the traced process ended without finishing the capture")
     return capture
+
+
+def _no_constant(name: str):
+    raise ValueError(name)

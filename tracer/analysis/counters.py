@@ -29,7 +29,7 @@ def vllm_check(capture: Capture) -> dict:
         return {}
     first, last = rounds[0], rounds[-1]
     out = {"maxrss_growth": last["maxrss_bytes"] - first["maxrss_bytes"], "threshold_bytes": 0}
-    if last.get("gpu_used_bytes") is not None:
+    if last.get("gpu_used_bytes") is not None and first.get("gpu_used_bytes") is not None:
         out["gpu_used_growth"] = last["gpu_used_bytes"] - first["gpu_used_bytes"]
     out["would_fail"] = any(v > 0 for k, v in out.items() if k.endswith("_growth"))
     return out

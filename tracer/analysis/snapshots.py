@@ -28,13 +28,11 @@ but dicts, lists, tuples, strings, numbers, booleans and None.
 from __future__ import annotations
 
 import gc
-import gzip
 import io
 import json
 import os
 import pickle
 import re
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from operator import itemgetter
@@ -42,7 +40,9 @@ from typing import Iterable, Iterator, NamedTuple, Union
 
 from ..errors import UsageError
 from .findings import Finding, merge_by_id
+from ..safe_files import inflate, read_user_file, size_setting
 from .stacks import Frame
+from ..text_escape import one_line
 
 __all__ = [
     "SnapshotError",
@@ -90,7 +90,7 @@ class _PlainDataUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):  # noqa: D401 - pickle API
         raise SnapshotError(
-            f"refusing to load {self._name}: the pickle asks for global {module}.{name}; "
+            f"refusing to load {self._name}: the pickle asks for global {one_line(f'{module}.{name}')[:120]}; "
             "snapshot files hold only plain data"
         )
 
@@ -132,15 +132,11 @@ def _read(path: str | os.PathLike) -> tuple[str, bytes]:
     """The file's bytes, gunzipped when they start with the gzip magic. Runs in a prefetch thread too."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise SnapshotError(f"cannot read {name}: {exc.strerror or _one_line(exc)}") from None
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)  # zlib lets go of the GIL while it inflates
-        except (EOFError, OSError, zlib.error) as exc:
-            raise SnapshotError(f"cannot load {name}: corrupt or truncated gzip data ({_one_line(exc)})") from None
+        data = read_user_file(name, "snapshot")
+        if data[:2] == b"\x1f\x8b":
+            data = inflate(data, name)  # bounded; zlib lets go of the GIL while it inflates
+    except UsageError as exc:
+        raise SnapshotError(str(exc)) from None
     return name, data
 
 
@@ -175,6 +171,23 @@ def _parse(name: str, data: bytes) -> dict:
     return _check_snapshot(obj, name)
 
 
+# Blocks (summed over segments) above which a snapshot is refused: a pickle can share one list of blocks between
+# many segments by reference, so a file of a few hundred bytes can stand for millions of rows.
+MAX_BLOCKS_ENV = "TRACER_MAX_SNAPSHOT_BLOCKS"
+DEFAULT_MAX_BLOCKS = 2_000_000
+MAX_FRAMES = 10_000  # frames of one block's stack (real ones, C++ frames included, have a few hundred)
+_MAX = 2**63
+_SEGMENT_SIZES = ("total_size", "allocated_size", "active_size", "requested_size")
+
+
+def _is_count(v) -> bool:
+    return type(v) is int and 0 <= v < _MAX
+
+
+def _is_small_int(v) -> bool:
+    return type(v) is int and -_MAX < v < _MAX
+
+
 def _check_snapshot(obj, name: str) -> dict:
     if isinstance(obj, list) and obj and all(isinstance(s, dict) and "blocks" in s for s in obj):
         obj = {"segments": obj}
@@ -185,12 +198,41 @@ def _check_snapshot(obj, name: str) -> dict:
         )
     segments = obj.get("segments")
     if not isinstance(segments, list):
-        keys = ", ".join(sorted(map(str, obj))[:6])
+        keys = ", ".join(one_line(k)[:40] for k in sorted(k for k in obj if isinstance(k, str))[:6])
         raise SnapshotError(f"cannot load {name}: not a torch memory snapshot (no 'segments' list; keys: {keys})")
     for i, seg in enumerate(segments):
         if not isinstance(seg, dict) or not isinstance(seg.get("blocks"), list):
             raise SnapshotError(f"cannot load {name}: segment {i} is not a dict with a 'blocks' list")
+    limit = size_setting(MAX_BLOCKS_ENV, DEFAULT_MAX_BLOCKS)
+    if sum(len(seg["blocks"]) for seg in segments) > limit:
+        raise SnapshotError(f"cannot load {name}: more than {limit} blocks (lists shared by reference count once "
+                            f"per use); refused (set {MAX_BLOCKS_ENV} to allow more)")
+    for i, seg in enumerate(segments):
+        _check_segment(seg, i, name)
     return obj
+
+
+def _check_segment(seg: dict, i: int, name: str) -> None:
+    """Types and ranges of what the diff reads, checked before anything hashes or prints them: a value nested a
+    million levels deep would overflow the C stack when hashed, and NaN or a negative size must not add up."""
+    bad = next((k for k in _SEGMENT_SIZES if k in seg and not _is_count(seg[k])), None)
+    if bad is None:
+        bad = next((k for k in ("device", "stream") if seg.get(k) is not None and not _is_small_int(seg[k])), None)
+    pool = seg.get("segment_pool_id")
+    if bad is None and pool is not None and not (
+            _is_small_int(pool) or (type(pool) in (list, tuple) and len(pool) <= 8 and all(map(_is_small_int, pool)))):
+        bad = "segment_pool_id"
+    if bad is not None:
+        raise SnapshotError(f"cannot load {name}: segment {i} has a bad {bad} (an integer in range is expected)")
+    for j, b in enumerate(seg["blocks"]):
+        if type(b) is not dict or type(b.get("state")) is not str or not _is_count(b.get("size")) or not (
+                _is_count(b.get("address", 0)) and _is_count(b.get("requested_size", 0))):
+            raise SnapshotError(f"cannot load {name}: block {j} of segment {i} is not a block (state text, size, "
+                                "address and requested_size integers from 0 to 2**63)")
+        frames = b.get("frames")
+        if frames is not None and (type(frames) not in (list, tuple) or len(frames) > MAX_FRAMES):
+            raise SnapshotError(f"cannot load {name}: block {j} of segment {i} has a bad frames list "
+                                f"(a list of at most {MAX_FRAMES} frames is expected)")
 
 
 def _as_snapshot(snapshot: SnapshotLike) -> dict:
@@ -283,16 +325,14 @@ class _Interner:
     def frame(self, d) -> int:
         if not isinstance(d, dict):
             raise SnapshotError(f"malformed snapshot: a frame is a {type(d).__name__}, expected a dict")
-        key = (d.get("name"), d.get("filename"), d.get("line"))
+        fn, file, line = d.get("name"), d.get("filename"), d.get("line")
+        if not (type(fn) in (str, type(None)) and type(file) in (str, type(None))):
+            raise SnapshotError("malformed snapshot: a frame's name or filename is not text")
+        key = (fn, file, line if type(line) is int and -_MAX < line < _MAX else 0)  # hashable without recursion
         idx = self._frame_idx.get(key)
         if idx is None:
-            try:
-                line = int(key[2] or 0)
-            except (TypeError, ValueError):
-                line = 0
             idx = self._frame_idx[key] = len(self.frames)
-            self.frames.append(Frame(str(key[0] if key[0] is not None else "?"),
-                                     str(key[1] if key[1] is not None else "?"), line))
+            self.frames.append(Frame(fn if fn is not None else "?", file if file is not None else "?", key[2]))
         return idx
 
     def raw_stack(self, frame_ids: tuple[int, ...]) -> int:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .outcome import say
+
 
 
 @click.command("baseline")
@@ -29,9 +31,9 @@ def baseline_command(report, out_file, reason, merge):
     baseline = build_baseline(data, reason, previous, source=str(report_file(report)))
     write_baseline(out_file, baseline)
     entries = baseline["accepted"]
-    click.echo(f"baseline: {len(entries)} accepted leak finding(s) written to {out_file}")
+    say(f"baseline: {len(entries)} accepted leak finding(s) written to {out_file}")
     for e in entries:
-        click.echo(f"  {e['id']} {e.get('domain')} {e.get('component')}: "
+        say(f"  {e['id']} {e.get('domain')} {e.get('component')}: "
                    f"{fmt_bytes(e.get('bytes_per_round') or 0)}/round, {e.get('owner')}")
     if data.get("verdict") == "inconclusive":
         click.echo("[tracer] warning: the report is inconclusive (no measured round); it has no findings to accept",

@@ -53,7 +53,8 @@ from .outcome import print_outcome
               help="Show vLLM's log live (otherwise it goes to capture/engine.log).")
 @threshold_options
 @click.option("--gate", is_flag=True, help="Then gate the report as `tracer gate` does. Exit codes: 0 pass, 1 a new "
-                                           "leak over the limits or an engine crash, 2 bad input, 130 Ctrl-C.")
+                                           "leak over the limits, 2 bad input, 3 an engine crash or internal error, "
+                                           "130 Ctrl-C.")
 @gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
@@ -96,6 +97,8 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
                          max_leak, gate_format, junit_file, to_stderr=as_json)
     elif gate:
         click.echo("[tracer] gate: not evaluated, the run ended early", err=True)
+        if code == 1:
+            code = 3  # with --gate, 1 means a new leak only
     sys.exit(code)
 
 

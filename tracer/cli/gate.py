@@ -14,8 +14,8 @@ from .options import gate_exit, gate_options
 @click.argument("report", type=click.Path(exists=True, path_type=Path))
 @gate_options
 def gate_command(report, baseline_file, max_leak_per_round, max_leak, gate_format, junit_file):
-    """Fail CI on new leaks: exit 0 when no new leak finding of REPORT exceeds the limits, 1 when one does,
-    2 for bad input.
+    """Fail CI on new leaks: exit 0 when no new leak finding of REPORT exceeds the limits, 1 when one does
+    (and only then), 2 for bad input, 3 for an internal error.
 
     REPORT is a report directory (tracer diff --out) or its report.json. A finding fails the gate when the
     analysis called it a leak, the baseline does not accept its id, and it is over a limit (any new leak when

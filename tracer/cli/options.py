@@ -74,10 +74,11 @@ def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: P
 
     from ..output.gate.evaluate import evaluate
     from ..output.gate.formats import emit
+    from .outcome import say
 
     result = evaluate(report, baseline, max_leak_per_round, max_leak, source=source,
                       baseline_source=str(baseline_file) if baseline_file else None)
     for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
                      junit_file=junit_file):
-        click.echo(f"[tracer] gate: wrote {path}", err=True)
+        say(f"[tracer] gate: wrote {path}", err=True)
     return result.exit_code

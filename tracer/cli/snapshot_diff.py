@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .outcome import say
+
 
 @click.command("snapshot-diff")
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -27,11 +29,11 @@ def snapshot_diff(baseline, final, out_dir, as_json):
         click.echo(json.dumps(report, indent=2))
         return
     g = report["growth"]
-    click.echo(f"allocated growth {g['allocated_growth'] / 2**20:.2f} MiB: {g['new_blocks']} new blocks "
+    say(f"allocated growth {g['allocated_growth'] / 2**20:.2f} MiB: {g['new_blocks']} new blocks "
                f"({g['new_bytes'] / 2**20:.2f} MiB), {g['freed_blocks']} freed ({g['freed_bytes'] / 2**20:.2f} MiB)")
     for f in report["findings"][:15]:
         owner = f["owner"] or {}
-        click.echo(f"  {f['id']} {f['bytes'] / 2**20:10.2f} MiB {f['count']:5d} blocks  {f['component']}: "
+        say(f"  {f['id']} {f['bytes'] / 2**20:10.2f} MiB {f['count']:5d} blocks  {f['component']}: "
                    f"{owner.get('function')} ({owner.get('file')}:{owner.get('line')})")
     if out_dir:
-        click.echo(f"report: {out_dir / 'summary.md'}")
+        say(f"report: {out_dir / 'summary.md'}")

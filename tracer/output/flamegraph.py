@@ -54,5 +54,6 @@ def render_flamegraph(findings: list[Finding], title: str, command_line: str) ->
 
 
 def write_flamegraph(path: Path, findings: list[Finding], title: str, command_line: str) -> Path:
-    path.write_text(render_flamegraph(findings, title, command_line))
-    return path
+    from ..safe_files import write_text
+
+    return write_text(path, render_flamegraph(findings, title, command_line))

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..analysis.analyze import Analysis
 from ..analysis.verdicts import CACHE, LEAK
 from ..capture import COUNTERS
-from ..json_files import write_json_atomic
+from ..safe_files import prepare_out_dir, write_json, write_text
 from .flamegraph import write_flamegraph
 from .report_file import REPORT_SCHEMA
 from .summary import render_summary
@@ -43,9 +43,11 @@ def build_report(a: Analysis) -> dict:
     }
 
 
-def write_report(a: Analysis, out_dir: Path) -> dict:
-    """Write report.json, summary.md and the flamegraphs into `out_dir`; returns the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_report(a: Analysis, out_dir: Path, explicit: bool = True) -> dict:
+    """Write report.json, summary.md and the flamegraphs into `out_dir` (each created fresh: a symlink there is
+    replaced, not followed; `explicit`: the user named `out_dir`, so it may itself be a symlink); returns the
+    report."""
+    prepare_out_dir(out_dir, explicit)
     report = build_report(a)
     command = report["run"].get("command") or "tracer diff"
     files = {"summary": "summary.md", "report": "report.json"}
@@ -59,6 +61,6 @@ def write_report(a: Analysis, out_dir: Path) -> dict:
             write_flamegraph(out_dir / name, survivors, f"new {domain} allocations live after the last round", command)
             files[f"{domain}_flamegraph"] = name
     report["files"] = files
-    write_json_atomic(out_dir / "report.json", report)
-    (out_dir / "summary.md").write_text(render_summary(report, a.findings))
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "summary.md", render_summary(report, a.findings))
     return report

@@ -3,11 +3,13 @@ they share: growth per round and the top frames from the owner outwards."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..analysis.stacks import Frame, owner_index, short_path
 from ..errors import UsageError
-from ..json_files import read_json, require_schema
+from ..safe_files import parse_json, read_inside, read_json, require_schema
+from ..text_escape import one_line
 from ..own_frames import driver_start
 
 REPORT_SCHEMA = "tracer.report/1"
@@ -23,18 +25,40 @@ def validate_report(report: object, source: str = "report") -> dict:
     for i, f in enumerate(findings):
         if not isinstance(f, dict) or not isinstance(f.get("id"), str) or not isinstance(f.get("verdict"), str):
             raise UsageError(f"{source}: finding {i} has no id or verdict")
-        if not _is_number(f.get("bytes")):
-            raise UsageError(f"{source}: finding {f['id']} has no bytes")
+        if not is_byte_count(f.get("bytes")):
+            raise UsageError(f"{source}: finding {i} has no bytes (a byte count from 0 to 2**63)")
         series = f.get("per_round_bytes", [])
-        if not isinstance(series, list) or not all(_is_number(b) for b in series):
-            raise UsageError(f"{source}: finding {f['id']} has a bad per_round_bytes")
-        if not isinstance(f.get("stack", []), list):
-            raise UsageError(f"{source}: finding {f['id']} has a bad stack")
+        if not isinstance(series, list) or not all(is_byte_count(b) for b in series):
+            raise UsageError(f"{source}: finding {i} has a bad per_round_bytes")
+        stack = f.get("stack", [])
+        if not isinstance(stack, list) or not all(_is_frame(d) for d in stack):
+            raise UsageError(f"{source}: finding {i} has a bad stack")
+        if not isinstance(f.get("details", {}), dict):
+            raise UsageError(f"{source}: finding {i} has bad details")
+    for key in ("run", "growth", "vllm_check"):
+        if not isinstance(report.get(key) or {}, dict):
+            raise UsageError(f"{source}: {key} is not an object")
+    if not isinstance(report.get("rounds") or [], list):
+        raise UsageError(f"{source}: rounds is not a list")
     return report
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+MAX_BYTES = 2**63
+
+
+def is_byte_count(value: object) -> bool:
+    """A byte count a report may hold: a finite int or float from 0 to 2**63 (no NaN, infinity, negatives)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return 0 <= value <= MAX_BYTES  # False for NaN; infinity is past the bound
+
+
+def _is_frame(d: object) -> bool:
+    if not isinstance(d, dict):
+        return False
+    line = d.get("line") or 0
+    return (all(isinstance(d.get(k), (str, type(None))) for k in ("function", "file", "name", "filename"))
+            and isinstance(line, int) and not isinstance(line, bool) and abs(line) < MAX_BYTES)
 
 
 def report_file(path: Path) -> Path:
@@ -45,7 +69,12 @@ def report_file(path: Path) -> Path:
 
 def load_report(path: Path) -> dict:
     file = report_file(path)
-    return validate_report(read_json(file, "report", "give a report directory or its report.json"), str(file))
+    if file != Path(path) and os.path.lexists(file):
+        # inside a report directory, report.json must be a regular file there, not a link out of it
+        data = parse_json(read_inside(file.parent, file.name, "report"), str(file))
+    else:
+        data = read_json(file, "report", "give a report directory or its report.json")
+    return validate_report(data, str(file))
 
 
 def measured_rounds(report: dict) -> int:
@@ -80,3 +109,8 @@ def top_frames(finding: dict, depth: int = TOP_FRAMES) -> list[Frame]:
 
 def frame_text(frame: Frame) -> str:
     return f"{frame.function}  {short_path(frame.file)}:{frame.line}"
+
+
+def frame_lines(frames: list[Frame]) -> list[str]:
+    """The frames as printed, owner marked `->`, each on one line whatever its names hold."""
+    return [one_line(f"{'->' if i == 0 else '  '} {frame_text(fr)}") for i, fr in enumerate(frames)]

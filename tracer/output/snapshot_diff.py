@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..analysis.findings import Finding
-from ..json_files import write_json_atomic
+from ..safe_files import prepare_out_dir, write_json, write_text
+from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
 from .flamegraph import write_flamegraph
 from .summary import stack_lines
@@ -24,9 +25,9 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
     report = {"schema": SCHEMA, "baseline": str(baseline), "final": str(final),
               "growth": growth_accounting(baseline, final), "findings": [f.as_dict() for f in findings]}
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "report.json", report)
-        (out_dir / "summary.md").write_text(render_snapshot_diff(report, findings))
+        prepare_out_dir(out_dir, explicit=True)
+        write_json(out_dir / "report.json", report)
+        write_text(out_dir / "summary.md", render_snapshot_diff(report, findings))
         if findings:
             write_flamegraph(out_dir / "gpu-flamegraph.html", findings, "new GPU blocks",
                              f"tracer snapshot-diff {baseline} {final}")
@@ -36,11 +37,11 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
 def render_snapshot_diff(report: dict, findings: list[Finding]) -> str:
     g = report["growth"]
     lines = [f"# tracer snapshot-diff: {len(findings)} group(s) of new GPU blocks", "",
-             f"- baseline: `{report['baseline']}`", f"- final: `{report['final']}`",
+             f"- baseline: {md_code(report['baseline'])}", f"- final: {md_code(report['final'])}",
              f"- allocated growth {mib(g['allocated_growth'])} = new {mib(g['new_bytes'])} in {g['new_blocks']} "
              f"blocks - freed {mib(g['freed_bytes'])} in {g['freed_blocks']} blocks", ""]
     for f in findings[:20]:
         pool = " (CUDA-graph pool)" if f.details.get("in_graph_pool") else ""
-        lines += [f"### `{f.id}` {mib(f.bytes)} in {f.count} blocks - {f.component}{pool}", "", "```",
-                  *stack_lines(f), "```", ""]
+        lines += [f"### {md_code(f.id)} {mib(f.bytes)} in {f.count} blocks - {md_text(f.component)}{pool}", "",
+                  *md_fence(stack_lines(f)), ""]
     return "\n".join(lines)

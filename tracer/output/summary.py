@@ -8,6 +8,7 @@ from ..analysis.findings import Finding
 from ..analysis.stacks import owner_index, short_path
 from ..analysis.verdicts import CACHE, LEAK
 from ..own_frames import driver_start
+from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
 
 
@@ -29,27 +30,29 @@ def _finding_md(f: Finding) -> list[str]:
     series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
     undrained = f.details.get("undrained_bytes")
     if f.verdict == CACHE and undrained:
-        head = f"### `{f.id}` cache: {mib(undrained)} filled ({mib(f.bytes)} left after the drain) - {f.component}"
+        head = (f"### {md_code(f.id)} cache: {mib(undrained)} filled ({mib(f.bytes)} left after the drain) - "
+                f"{md_text(f.component)}")
     else:
-        head = f"### `{f.id}` {f.verdict}: {mib(f.bytes)} in {f.count} {f.domain} allocations - {f.component}"
-    out = [head, "", f"- why: {f.details.get('reason', '-')}",
+        head = (f"### {md_code(f.id)} {md_text(f.verdict)}: {mib(f.bytes)} in {f.count} {md_text(f.domain)} "
+                f"allocations - {md_text(f.component)}")
+    out = [head, "", f"- why: {md_text(f.details.get('reason', '-'))}",
            f"- live new bytes at the end of each measured round (MiB): {series or '-'}"]
     if undrained is not None:
         out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
     for path in f.details.get("holders", []):
-        out.append(f"- held by: `{path}`")
+        out.append(f"- held by: {md_code(path)}")
     if f.details.get("in_graph_pool"):
         out.append("- in a CUDA-graph private pool")
-    out += ["", "```", *stack_lines(f), "```", ""]
+    out += ["", *md_fence(stack_lines(f)), ""]
     return out
 
 
 def render_summary(report: dict, findings: list[Finding]) -> str:
     run = report["run"]
-    lines = [f"# tracer report: {report['verdict'].upper()}" + (" (partial run)" if report["status"] != "complete"
-                                                                   else ""), ""]
+    lines = [f"# tracer report: {md_text(report['verdict'].upper())}" + (
+        " (partial run)" if report["status"] != "complete" else ""), ""]
     if report.get("error"):
-        lines += [f"> Run ended early: {report['error']}. The rounds done are analysed below.", ""]
+        lines += [f"> Run ended early: {md_text(report['error'])}. The rounds done are analysed below.", ""]
     leaks = [f for f in findings if f.verdict == LEAK]
     caches = [f for f in findings if f.verdict == CACHE]
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
@@ -57,20 +60,20 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines += ["## Environment", "", "| | |", "|---|---|"]
     for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
                 "images", "max_tokens", "seed"):
-        lines.append(f"| {key} | {run.get(key)} |")
-    lines.append(f"| engine args | `{json.dumps(run.get('engine_args'))}` |")
-    lines.append(f"| tracing | `{json.dumps(run.get('tracing'))}` |")
+        lines.append(f"| {key} | {md_text(run.get(key))} |")
+    lines.append(f"| engine args | {md_code(json.dumps(run.get('engine_args')), in_table=True)} |")
+    lines.append(f"| tracing | {md_code(json.dumps(run.get('tracing')), in_table=True)} |")
     if run.get("engine"):
-        lines.append(f"| engine | {run['engine']} |")
+        lines.append(f"| engine | {md_text(run['engine'])} |")
     if run.get("missing_drain_steps"):
-        lines.append(f"| drain steps missing in this vLLM | {', '.join(run['missing_drain_steps'])} |")
+        lines.append(f"| drain steps missing in this vLLM | {md_text(', '.join(run['missing_drain_steps']))} |")
     lines += ["", "## Rounds", ""]
     gpu = any("gpu_allocated_bytes" in r for r in report["rounds"])
     cols = ["round", "phase", "seconds", "RSS MiB", "USS MiB", "peak RSS MiB", "C heap MiB"] + (
         ["GPU alloc MiB", "GPU reserved MiB", "device used MiB", "pinned host MiB"] if gpu else [])
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report["rounds"]:
-        vals = [r["index"], r["phase"], f"{r['seconds']:.3f}"] + [
+        vals = [r["index"], md_text(r["phase"]), f"{r['seconds']:.3f}"] + [
             f"{r[k] / 2**20:.1f}" if r.get(k) is not None else "-"
             for k in ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes") + (
                 ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
@@ -84,7 +87,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     if report["unattributed"]:
         lines += ["", "Growth no traced allocation explains:", ""]
         for row in report["unattributed"]:
-            lines.append(f"- {row['counter']}: {mib(row['unattributed'])} of {mib(row['growth'])} - {row['hint']}")
+            lines.append(f"- {md_text(row['counter'])}: {mib(row['unattributed'])} of {mib(row['growth'])} - "
+                         f"{md_text(row['hint'])}")
     check = report["vllm_check"]
     if check:
         lines += ["", f"vLLM's own check (peak RSS and device used memory, 0 MiB threshold) would "
@@ -101,10 +105,11 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         lines += ["", "## Largest other survivors (transient)", ""]
         for f in rest:
             owner = f.stack[owner_index(f.stack)].short() if f.stack else "?"
-            lines.append(f"- `{f.id}` {mib(f.bytes)} in {f.count} {f.domain} allocations, {f.component}: {owner}")
+            lines.append(f"- {md_code(f.id)} {mib(f.bytes)} in {f.count} {md_text(f.domain)} allocations, "
+                         f"{md_text(f.component)}: {md_text(owner)}")
     for note in report["notes"]:
-        lines += ["", f"Note: {note}"]
-    lines += ["", "## Reproduce", "", "```", run.get("command") or "tracer diff", "```", "",
+        lines += ["", f"Note: {md_text(note)}"]
+    lines += ["", "## Reproduce", "", *md_fence([run.get("command") or "tracer diff"]), "",
               "Files: `report.json` (all numbers), `host-flamegraph.html` / `gpu-flamegraph.html` (surviving "
               "allocations, open offline), `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
     return "\n".join(lines)

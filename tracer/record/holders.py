@@ -197,7 +197,7 @@ def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = Non
     from ..analysis.components import load_rules
     from ..analysis.verdicts import LEAK, Thresholds
     from ..capture import HOLDERS, read_capture
-    from ..json_files import write_json_atomic
+    from ..safe_files import write_json
 
     capture = read_capture(capture_dir)
     rules = load_rules(rules_file) if rules_file else ()
@@ -217,5 +217,5 @@ def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = Non
     gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
     gpu = gpu_ranges(final, gpu_ids, own_role) if gpu_ids and final else []
     holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots))
-    write_json_atomic(capture.dir / HOLDERS, holders)
+    write_json(capture.dir / HOLDERS, holders)
     return holders

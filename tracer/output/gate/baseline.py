@@ -33,6 +33,11 @@ def validate_baseline(data: object, source: str = "baseline") -> dict:
     for i, entry in enumerate(accepted):
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"].strip():
             raise UsageError(f"baseline {source}: accepted entry {i} has no id")
+        for key in ("bytes", "bytes_per_round"):
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and abs(value) <= 2**63):  # NaN fails the comparison
+                raise UsageError(f"baseline {source}: accepted entry {i} has a bad {key} (a finite number)")
         if entry.get("reason") is not None and not isinstance(entry["reason"], str):
             raise UsageError(f"baseline {source}: accepted entry {entry['id']} has a reason that is not text")
     return data

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ...analysis.stacks import Frame
 from ...analysis.verdicts import LEAK
+from ...text_escape import one_line
 from ...units import fmt_bytes
 from ..report_file import TOP_FRAMES, bytes_per_round, measured_rounds, top_frames, validate_report
 from .baseline import accepted_by_id
@@ -71,8 +72,9 @@ class Checked:
         return top_frames(self.finding, depth)
 
     def headline(self) -> str:
-        return (f"{self.id} {self.domain}, {self.component}: {fmt_bytes(self.per_round)}/round, "
-                f"{fmt_bytes(self.bytes)} live at the end")
+        """One line; the report's text in it is shown with its controls escaped."""
+        return one_line(f"{self.id} {self.domain}, {self.component}: {fmt_bytes(self.per_round)}/round, "
+                        f"{fmt_bytes(self.bytes)} live at the end")
 
 
 @dataclass
@@ -122,8 +124,8 @@ class GateResult:
         status = rep.get("status", "complete")
         where = f"report {self.source}: " if self.source else "report: "
         base = f"; baseline {self.baseline_source} accepts {len(self.accepted)}" if self.baseline_source else ""
-        return (f"{where}verdict {rep.get('verdict', '?')}, {measured_rounds(rep)} measured round(s)"
-                + (f", {status}" if status != "complete" else "") + base)
+        return one_line(f"{where}verdict {rep.get('verdict', '?')}, {measured_rounds(rep)} measured round(s)"
+                        + (f", {status}" if status != "complete" else "") + base)
 
 
 def evaluate(report: dict, baseline: dict | None = None, max_leak_per_round: int | None = None,

@@ -6,19 +6,12 @@ from pathlib import Path
 
 from ....analysis.stacks import Frame
 from ....errors import UsageError
-from ...report_file import TOP_FRAMES, frame_text
+from ....text_escape import github_data, github_property
+from ...report_file import TOP_FRAMES, frame_lines
 from ..evaluate import GateResult
 from . import Output, register
 from .markdown import render_markdown
 from .text import render_text
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def _workspace_location(frames: list[Frame], workspace: str | None) -> tuple[str, int] | None:
@@ -42,20 +35,19 @@ def render_github(result: GateResult, frames: int = TOP_FRAMES, workspace: str |
     lines = []
     for c in result.offenders:
         top = c.frames(frames)
-        props = [f"title={_escape_property(f'tracer gate: new leak in {c.component}')}"]
+        props = [f"title={github_property(f'tracer gate: new leak in {c.component}')}"]
         where = _workspace_location(top, workspace)
         if where:
-            props = [f"file={_escape_property(where[0])}", f"line={where[1]}"] + props
-        body = "\n".join([c.headline(), c.why] + [f"{'->' if i == 0 else '  '} {frame_text(fr)}"
-                                                    for i, fr in enumerate(top)])
-        lines.append(f"::error {','.join(props)}::{_escape_data(body)}")
+            props = [f"file={github_property(where[0])}", f"line={where[1]}"] + props
+        body = "\n".join([c.headline(), c.why] + frame_lines(top))
+        lines.append(f"::error {','.join(props)}::{github_data(body)}")
     if result.problem:
-        lines.append(f"::error title=tracer gate::{_escape_data(result.problem)}")
+        lines.append(f"::error title=tracer gate::{github_data(result.problem)}")
     if result.stale:
         ids = ", ".join(e["id"] for e in result.stale)
-        lines.append(f"::warning title=tracer gate::{_escape_data(f'baseline entries not seen in this report: {ids}')}")
+        lines.append(f"::warning title=tracer gate::{github_data(f'baseline entries not seen in this report: {ids}')}")
     if result.passed:
-        lines.append(f"::notice title=tracer gate::{_escape_data(result.headline())}")
+        lines.append(f"::notice title=tracer gate::{github_data(result.headline())}")
     return "\n".join(lines) + "\n"
 
 

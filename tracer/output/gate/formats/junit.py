@@ -7,7 +7,9 @@ from xml.etree import ElementTree as ET
 
 from ....analysis.stacks import short_path
 from ....units import fmt_bytes
-from ...report_file import frame_text
+from ....safe_files import write_text
+from ....text_escape import one_line, xml_text
+from ...report_file import frame_lines
 from ..evaluate import ACCEPTED, OFFENDING, GateResult
 from . import Output, register
 from .text import render_text
@@ -23,30 +25,30 @@ def render_junit(result: GateResult, frames: int = 8) -> str:
     props = ET.SubElement(suite, "properties")
     for name, value in (("report", result.source or ""), ("verdict", str(result.report.get("verdict"))),
                         ("limits", result.limits.describe()), ("baseline", result.baseline_source or "")):
-        ET.SubElement(props, "property", name=name, value=value)
+        ET.SubElement(props, "property", name=name, value=xml_text(value))
     failures = skipped = 0
     for c in result.checked:
         top = c.frames(frames)
         owner = f": {top[0].function} ({short_path(top[0].file)})" if top else ""
-        case = ET.SubElement(suite, "testcase", classname=f"tracer.gate.{c.domain}",
-                             name=f"{c.id} {c.component}{owner}", time="0")
-        body = "\n".join([c.headline(), c.why] + [f"{'->' if i == 0 else '  '} {frame_text(fr)}"
-                                                    for i, fr in enumerate(top)])
+        case = ET.SubElement(suite, "testcase", classname=xml_text(one_line(f"tracer.gate.{c.domain}")),
+                             name=xml_text(one_line(f"{c.id} {c.component}{owner}")), time="0")
+        body = xml_text("\n".join([c.headline(), one_line(c.why)] + frame_lines(top)))
         if c.status == OFFENDING:
             failures += 1
-            ET.SubElement(case, "failure", message=f"{c.why}: {fmt_bytes(c.per_round)}/round",
+            ET.SubElement(case, "failure", message=xml_text(one_line(f"{c.why}: {fmt_bytes(c.per_round)}/round")),
                           type="leak").text = body
         elif c.status == ACCEPTED:
             skipped += 1
-            ET.SubElement(case, "skipped", message=c.why)
+            ET.SubElement(case, "skipped", message=xml_text(one_line(c.why)))
         else:
             ET.SubElement(case, "system-out").text = body
     gate = ET.SubElement(suite, "testcase", classname="tracer.gate", name="gate", time="0")
     if not result.passed:
         failures += 1
-        ET.SubElement(gate, "failure", message=result.headline(), type="gate").text = render_text(result)
+        ET.SubElement(gate, "failure", message=xml_text(result.headline()), type="gate").text = xml_text(
+            render_text(result))
     else:
-        ET.SubElement(gate, "system-out").text = render_text(result)
+        ET.SubElement(gate, "system-out").text = xml_text(render_text(result))
     tests = len(result.checked) + 1
     for el in (suites, suite):
         el.set("tests", str(tests))
@@ -58,9 +60,7 @@ def render_junit(result: GateResult, frames: int = 8) -> str:
 
 
 def write_junit(result: GateResult, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_junit(result))
-    return path
+    return write_text(path, render_junit(result))
 
 
 @register("junit")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...report_file import TOP_FRAMES, frame_text
+from ....text_escape import inert_lines, one_line
+from ...report_file import TOP_FRAMES, frame_lines
 from ..evaluate import ACCEPTED, GateResult
 from . import Output, register
 
@@ -12,25 +13,24 @@ ACCEPT_HINT = ('to accept a finding: tracer baseline REPORT -o baseline.json --r
 
 def render_text(result: GateResult, frames: int = TOP_FRAMES, accept_hint: str | None = ACCEPT_HINT) -> str:
     lines = [result.headline(), f"  {result.context()}"]
-    lines += [f"  note: {n}" for n in result.notes]
+    lines += [f"  note: {one_line(n)}" for n in result.notes]
     for k, c in enumerate(result.offenders, 1):
         lines.append(f"  [{k}] {c.headline()}")
-        lines.append(f"      {c.why}")
+        lines.append(f"      {one_line(c.why)}")
         reason = (c.finding.get("details") or {}).get("reason")
         if reason:
-            lines.append(f"      analysis: {reason}")
-        for i, fr in enumerate(c.frames(frames)):
-            lines.append(f"      {'->' if i == 0 else '  '} {frame_text(fr)}")
+            lines.append(f"      analysis: {one_line(reason)}")
+        lines += [f"      {line}" for line in frame_lines(c.frames(frames))]
     for title, group in (("accepted by the baseline", result.accepted), ("under the limits", result.within)):
         for c in group:
-            lines.append(f"  {title}: {c.headline()}" + (f" ({c.why.split(': ', 1)[1]})" if c.status == ACCEPTED
-                                                          else ""))
+            lines.append(f"  {title}: {c.headline()}" + (f" ({one_line(c.why.split(': ', 1)[1])})"
+                                                          if c.status == ACCEPTED else ""))
     for e in result.stale:
-        lines.append(f"  baseline entry not seen in this report (can be removed): {e['id']} {e.get('component', '')}"
-                     .rstrip())
+        lines.append(one_line(f"  baseline entry not seen in this report (can be removed): {e['id']} "
+                              f"{e.get('component', '')}".rstrip()))
     if result.offenders and accept_hint:
         lines.append(f"  {accept_hint}")
-    return "\n".join(lines) + "\n"
+    return inert_lines("\n".join(lines) + "\n")
 
 
 @register("text")
