@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from .analysis import Analysis
 from .capture import write_json_atomic
 from .findings import Finding
-from .flamegraph import write_flamegraph
+from .output.exports import write_exports
+from .output.growth_png import write_growth_png
+from .output.html import render_html
+from .output.timeline import build_timeline
 from .stacks import is_tracer_frame, owner_index, short_path
 from .verdicts import CACHE, LEAK
 
@@ -40,6 +43,7 @@ def build_report(a: Analysis) -> dict:
         "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "torch", "python", "memray")},
                 **{k: run.get(k) for k in RUN_FIELDS}},
         "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
+        "timeline": build_timeline(a.capture.events),
         "growth": a.growth,
         "unattributed": a.unattributed,
         "vllm_check": a.vllm_check,
@@ -93,6 +97,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     caches = [f for f in findings if f.verdict == CACHE]
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
               f"{len(caches)} cache(s) holding {mib(sum(f.details.get('undrained_bytes', f.bytes) for f in caches))}.", ""]
+    if "growth_png" in report.get("files", {}):
+        lines += ["![Growth of every counter per round, warmup shaded, drains marked](growth.png)", ""]
     lines += ["## Environment", "", "| | |", "|---|---|"]
     for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
                 "images", "max_tokens", "seed"):
@@ -141,29 +147,25 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     for note in report["notes"]:
         lines += ["", f"Note: {note}"]
     lines += ["", "## Reproduce", "", "```", run.get("command") or "tracer diff", "```", "",
-              "Files: `report.json` (all numbers), `host-flamegraph.html` / `gpu-flamegraph.html` (surviving "
-              "allocations, open offline), `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
+              "Files: `report.html` (charts, holders, host and GPU flamegraphs; opens offline), `report.json` "
+              "(all numbers), `growth.png`, `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
     return "\n".join(lines)
 
 
-def write_report(a: Analysis, out_dir: Path) -> dict:
-    """Write report.json, summary.md and the flamegraphs into `out_dir`; returns the report."""
+def write_report(a: Analysis, out_dir: Path, exports: tuple[str, ...] = ()) -> dict:
+    """Write report.json, summary.md, report.html, growth.png and the asked `exports` into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(a)
-    command = report["run"].get("command") or "tracer diff"
-    files = {"summary": "summary.md", "report": "report.json"}
-    for domain in ("host", "gpu"):
-        # what was live at the end of the last round: leaks, and caches at their fill before the final drain
-        survivors = [replace(f, bytes=max(f.bytes, f.details.get("undrained_bytes", 0)))
-                     for f in a.findings if f.domain == domain]
-        survivors = [f for f in survivors if f.bytes > 0]
-        if survivors:
-            name = f"{domain}-flamegraph.html"
-            write_flamegraph(out_dir / name, survivors, f"new {domain} allocations live after the last round", command)
-            files[f"{domain}_flamegraph"] = name
+    files = {"summary": "summary.md", "report": "report.json", "html": "report.html"}
+    if write_growth_png(report["timeline"], out_dir / "growth.png"):
+        files["growth_png"] = "growth.png"
+    survivors = [f.as_dict() for f in a.findings]  # every survivor, also transients the report leaves out
+    name = f"tracer: {report['run'].get('command') or 'tracer diff'}"
+    files.update(write_exports(survivors, exports, out_dir, name))
     report["files"] = files
     write_json_atomic(out_dir / "report.json", report)
     (out_dir / "summary.md").write_text(render_summary(report, a.findings))
+    (out_dir / "report.html").write_text(render_html(report, survivors))
     return report
 
 
@@ -181,9 +183,9 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / "report.json", report)
         (out_dir / "summary.md").write_text(render_snapshot_diff(report, findings))
-        if findings:
-            write_flamegraph(out_dir / "gpu-flamegraph.html", findings, "new GPU blocks",
-                             f"tracer snapshot-diff {baseline} {final}")
+        page = {**report, "verdict": "snapshot diff", "status": "complete",
+                "run": {"command": f"tracer snapshot-diff {baseline} {final}"}}
+        (out_dir / "report.html").write_text(render_html(page))
     return report
 
 
