@@ -16,6 +16,7 @@ from . import __version__
 from .sizes import parse_size
 from .verdicts import Thresholds
 from .errors import UsageError
+from .output.exports import EXPORT_FORMATS
 from .workload import IMAGE_MODES, WorkloadConfig, parse_engine_args
 
 
@@ -43,6 +44,13 @@ def threshold_options(fn):
     fn = click.option("--rules", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                       help="JSON file of extra component rules: [{component, file, function}] (regexes).")(fn)
     return fn
+
+
+def export_option(fn):
+    return click.option("--export", "exports", multiple=True, type=click.Choice(EXPORT_FORMATS),
+                        help="Also write the surviving host and GPU allocations, weighted by bytes, for other tools: "
+                             "speedscope (survivors.speedscope.json) or folded stacks for flamegraph.pl / inferno "
+                             "(survivors.folded). Repeatable.")(fn)
 
 
 def _analysis_settings(min_leak_per_round: int, min_leak: int, rules: Path | None):
@@ -143,12 +151,13 @@ def main():
               help="Report directory. Default: reports/<run-id>.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (progress goes to stderr).")
 @threshold_options
+@export_option
 @click.option("--gate", is_flag=True, help="Then gate the report as `tracer gate` does. Exit codes: 0 pass, 1 a new "
                                            "leak over the limits or an engine crash, 2 bad input, 130 Ctrl-C.")
 @gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
-         min_leak_per_round, min_leak, rules, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
+         min_leak_per_round, min_leak, rules, exports, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
          junit_file):
     """Run the Qwen3-VL round loop under tracing and report what survives.
 
@@ -177,7 +186,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "thresholds": asdict(thresholds),
     }
     try:
-        report, code = run_diff(options, out_dir, thresholds, extra_rules)
+        report, code = run_diff(options, out_dir, thresholds, extra_rules, exports)
     except UsageError:
         if created and out_dir.exists():
             shutil.rmtree(out_dir)
@@ -212,7 +221,8 @@ def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_
               help="Where to write the report. Default: the directory that holds the capture.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @threshold_options
-def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
+@export_option
+def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules, exports):
     """Rebuild the report offline from a saved capture (a report directory or its capture/)."""
     from .analysis import analyze as analyze_capture
     from .capture import CaptureError, read_capture
@@ -225,7 +235,7 @@ def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
         raise UsageError(str(exc)) from exc
     out_dir = out_dir or cap.dir.parent
     start = time.perf_counter()
-    report = write_report(analyze_capture(cap, thresholds, extra_rules), out_dir)
+    report = write_report(analyze_capture(cap, thresholds, extra_rules), out_dir, exports)
     click.echo(f"[tracer] analysed {cap.dir} in {time.perf_counter() - start:.2f} s", err=True)
     _print_outcome(report, out_dir, as_json)
 
@@ -234,7 +244,7 @@ def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("final", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write report.json, summary.md and gpu-flamegraph.html here.")
+              help="Also write report.json, summary.md and report.html (with a GPU flamegraph) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
 def snapshot_diff(baseline, final, out_dir, as_json):
     """Diff two torch CUDA memory snapshots (what torch.cuda.memory._dump_snapshot writes; pickle, gzip or JSON).

@@ -62,7 +62,7 @@ def run_session_process(capture_dir: Path, options: dict) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_diff(options: dict, out_dir: Path, thresholds: Thresholds, rules=()) -> tuple[dict | None, int]:
+def run_diff(options: dict, out_dir: Path, thresholds: Thresholds, rules=(), exports=()) -> tuple[dict | None, int]:
     """Returns (report, exit code). Exit codes: 0 done, 1 engine error or killed (report partial),
     2 bad input, 130 interrupted (report partial)."""
     check_vllm_installed()
@@ -73,7 +73,7 @@ def run_diff(options: dict, out_dir: Path, thresholds: Thresholds, rules=()) -> 
     capture = read_capture(capture_dir)
     if code == 2 or capture.manifest.get("status") == "failed":
         raise UsageError(capture.manifest.get("error") or "the traced session rejected its input")
-    report = write_report(analyze(capture, thresholds, rules), out_dir)
+    report = write_report(analyze(capture, thresholds, rules), out_dir, exports)
     if code == 0:
         return report, 0
     return report, INTERRUPTED if code in (INTERRUPTED, -signal.SIGINT) else 1

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..stacks import short_path
+from ..stacks import Frame, is_tracer_frame, short_path
 
 EXPORT_FORMATS = ("speedscope", "folded")
 FILES = {"speedscope": "survivors.speedscope.json", "folded": "survivors.folded"}
@@ -28,9 +28,16 @@ def live_bytes(finding: dict) -> int:
     return max(finding.get("bytes", 0), finding.get("details", {}).get("undrained_bytes", 0))
 
 
+def _below_round_loop(stack: list[dict]) -> list[dict]:
+    """The frames inside one round: tracer's round loop and what calls it are the same for every allocation."""
+    frames = [Frame.from_dict(d) for d in stack]
+    end = next((i for i, fr in enumerate(frames) if is_tracer_frame(fr)), len(frames))
+    return stack[:end] or stack
+
+
 def survivors(findings: list[dict], domain: str) -> list[tuple[list[dict], int]]:
-    """(stack root first, bytes) of one domain's findings with live bytes."""
-    return [(list(reversed(f["stack"])) or [{"function": "<unknown>"}], live_bytes(f))
+    """(stack root first, from the round loop inwards; bytes) of one domain's findings with live bytes."""
+    return [(list(reversed(_below_round_loop(f["stack"]))) or [{"function": "<unknown>"}], live_bytes(f))
             for f in findings if f["domain"] == domain and live_bytes(f) > 0]
 
 
