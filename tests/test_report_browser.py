@@ -17,7 +17,8 @@ from conftest import load_report, run_tracer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH, HEIGHT = 1400, 1000
-SPEEDSCOPE_SCHEMA = json.loads((Path(__file__).parent / "fixtures" / "speedscope" / "file-format-schema.json").read_text())
+SPEEDSCOPE_SCHEMA = json.loads(
+    (Path(__file__).parent / "fixtures" / "speedscope" / "file-format-schema.json").read_text())
 
 pytestmark = [pytest.mark.engine,
               pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs Debian's chromium)")]
@@ -25,8 +26,9 @@ pytestmark = [pytest.mark.engine,
 
 def chromium(page: Path, *args: str, height: int = HEIGHT, net_log: Path | None = None) -> str:
     """Run headless Chromium on a local page with every host name mapped to an unreachable address."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-background-networking",
-           f"--window-size={WIDTH},{height}", "--virtual-time-budget=15000", '--host-resolver-rules=MAP * 0.0.0.0',
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+           "--disable-background-networking", f"--window-size={WIDTH},{height}", "--virtual-time-budget=15000",
+           "--host-resolver-rules=MAP * 0.0.0.0",
            *([f"--log-net-log={net_log}"] if net_log else []), *args, page.resolve().as_uri()]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=page.parent)
     assert result.returncode == 0, result.stderr[-2000:]

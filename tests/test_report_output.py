@@ -31,11 +31,13 @@ LEAK = {"id": "h0000000000000001", "domain": "host", "bytes": 6 * MiB, "count": 
         "details": {"reason": "grows", "holders": ["plant._stash[3]"], "cycle_path": ["a", "b", "a"]}}
 CACHE = {"id": "h0000000000000002", "domain": "host", "bytes": MiB, "count": 2, "verdict": "cache",
          "per_round_bytes": [MiB] * 6, "component": "encoder cache",
-         "stack": [frame("forward", "/venv/site-packages/vllm/model.py", 872), frame("chat", "/src/plant.py", 18), LOOP],
+         "stack": [frame("forward", "/venv/site-packages/vllm/model.py", 872), frame("chat", "/src/plant.py", 18),
+                   LOOP],
          "owner": frame("forward", "/venv/site-packages/vllm/model.py", 872),
          "details": {"reason": "released by the drain", "undrained_bytes": 3 * MiB}}
 GPU = {"id": "g0000000000000003", "domain": "gpu", "bytes": 2 * MiB, "count": 1, "verdict": "transient",
-       "per_round_bytes": [], "component": "encoder cache", "stack": [frame("forward;x", "/venv/site-packages/vllm/m.py", 1)],
+       "per_round_bytes": [], "component": "encoder cache",
+       "stack": [frame("forward;x", "/venv/site-packages/vllm/m.py", 1)],
        "owner": None}
 EVENTS = [
     {"type": "round", "index": 0, "phase": "warmup", "rss_bytes": 100 * MiB, "heap_bytes": 10 * MiB},
@@ -49,7 +51,8 @@ EVENTS = [
 
 
 def report(findings=(LEAK, CACHE, GPU)) -> dict:
-    return {"verdict": "leak", "status": "complete", "run": {"model": "tiny", "device": "cpu", "command": "tracer diff"},
+    return {"verdict": "leak", "status": "complete",
+            "run": {"model": "tiny", "device": "cpu", "command": "tracer diff"},
             "timeline": build_timeline(EVENTS), "findings": list(findings), "notes": [], "unattributed": [],
             "vllm_check": {}}
 

@@ -20,7 +20,8 @@ def write_growth_png(timeline: list[dict], path: Path) -> bool:
     ax = fig.subplots()
     x = list(range(len(timeline)))
     for key, values in series.items():
-        ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", markersize=3, label=COUNTER_LABELS[key])
+        ax.plot(x, [float("nan") if v is None else v for v in values], marker="o", markersize=3,
+                label=COUNTER_LABELS[key])
     warmup = [i for i, p in enumerate(timeline) if p["kind"] == "warmup"]
     if warmup:
         ax.axvspan(warmup[0] - 0.5, warmup[-1] + 0.5, color="0.9", label="warmup")

@@ -13,7 +13,7 @@ from importlib import resources
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..stacks import Frame, is_tracer_frame, owner_index
-from .exports import DOMAINS, frame_name, survivors
+from .exports import DOMAINS, frame_name, live_bytes, survivors
 from .timeline import COUNTER_LABELS, growth_series
 
 VENDOR_SCRIPTS = ("chart.js/chart.umd.min.js", "chartjs-plugin-annotation/chartjs-plugin-annotation.min.js",
@@ -65,8 +65,8 @@ def stack_from_owner(finding: dict, depth: int = 14) -> list[dict]:
 def _finding_view(f: dict) -> dict:
     details = f.get("details", {})
     owner = f.get("owner") or {}
-    return {**f, "name": frame_name(owner) if owner else f["id"], "live": max(f["bytes"], details.get("undrained_bytes", 0)),
-            "frames": stack_from_owner(f), "holders": details.get("holders", []),
+    return {**f, "name": frame_name(owner) if owner else f["id"],
+            "live": live_bytes(f), "frames": stack_from_owner(f), "holders": details.get("holders", []),
             "cycle_path": details.get("cycle_path"), "reason": details.get("reason"),
             "undrained": details.get("undrained_bytes")}
 
@@ -91,6 +91,7 @@ def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
     run = report.get("run", {})
     return env.get_template("report.html.j2").render(
         report=report, run=run, env_rows=[(k, run.get(k)) for k in ENV_KEYS if k in run],
-        leaks=[f for f in kept if f["verdict"] != "cache"], caches=[f for f in kept if f["verdict"] == "cache"],
+        leaks=[f for f in kept if f["verdict"] == "leak"], caches=[f for f in kept if f["verdict"] == "cache"],
+        others=[f for f in kept if f["verdict"] not in ("leak", "cache")],
         chart_data=chart_data, scripts=[_vendor(n) for n in VENDOR_SCRIPTS], styles=[_vendor(n) for n in VENDOR_STYLES],
         flame_domains=list(chart_data["flames"]))
