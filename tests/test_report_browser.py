@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -54,10 +55,8 @@ def boxes(dom: str) -> dict[str, list[int]]:
 def ink(image: Image.Image, box: list[int]) -> tuple[float, int]:
     """Share of pixels that are not near-white in `box`, and the number of distinct colours there."""
     x, y, w, h = box
-    region = image.convert("RGB").crop((x, y, x + w, y + h))
-    pixels = list(region.getdata())
-    inked = sum(1 for p in pixels if min(p) < 225)
-    return inked / max(len(pixels), 1), len(set(pixels))
+    pixels = np.asarray(image.convert("RGB").crop((x, y, x + w, y + h))).reshape(-1, 3)
+    return float((pixels.min(axis=1) < 225).mean()), len(np.unique(pixels, axis=0))
 
 
 def element_text(dom: str, element_id: str) -> str:
