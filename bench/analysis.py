@@ -10,9 +10,10 @@ proportionally more rounds. Then, on that one `host.memray`, interleaved and `--
 untimed run of each), median reported:
 
 - command lines, process start to exit (wall, and CPU = user + system of the child):
-  `tracer analyze DIR --out TMP` (analysis, report.json, summary.md, flamegraph), `python -m memray stats FILE`,
-  `python -m memray flamegraph --leaks -f -o TMP FILE`, and `... flamegraph --temporal --leaks` (memray's own
-  reporter over the same per-snapshot lifetimes that tracer reads);
+  `tracer analyze DIR --out TMP` (analysis, report.json, summary.md, report.html, growth.png),
+  `python -m memray stats FILE`, `python -m memray flamegraph --leaks -f -o TMP FILE`, and
+  `... flamegraph --temporal --leaks` (memray's own reporter over the same per-snapshot lifetimes that tracer
+  reads);
 - library calls, timed inside a fresh process (no interpreter start, no imports, no output files):
   `tracer.analysis.analyze()`, memray's `compute_statistics()` (what `memray stats` runs), and the floor of any
   analysis through memray's reader: `FileReader()` plus iterating `get_temporal_allocation_records()`.

@@ -53,13 +53,16 @@ def assert_no_injected_command(text: str) -> None:
 
 
 def assert_inert_markdown(text: str, headings: set[str] | None = None) -> None:
-    """Parsed as CommonMark (with tables): no HTML, link or image at all, and every heading one tracer writes
-    (`headings`: their text prefixes; None accepts any heading that starts with text tracer uses)."""
+    """Parsed as CommonMark (with tables): no HTML, no link, no image but tracer's own growth chart, and every
+    heading one tracer writes (`headings`: their text prefixes; None accepts any heading that starts with text
+    tracer uses)."""
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     stack = list(tokens)
     while stack:
         tok = stack.pop()
-        assert tok.type not in ("html_block", "html_inline", "link_open", "image"), (tok.type, tok.content)
+        own_chart = tok.type == "image" and tok.attrGet("src") == "growth.png"
+        assert own_chart or tok.type not in ("html_block", "html_inline", "link_open", "image"), (tok.type,
+                                                                                                  tok.content)
         stack.extend(tok.children or [])
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open":

@@ -12,7 +12,7 @@ GPU-aware (torch CUDA blocks are traced too when the rounds use CUDA):
 
 Each run: `warmup` rounds, the drain (the optional `drain` callable, then a garbage collection), the baseline,
 `rounds` measured rounds with host allocations recorded by memray (and CUDA blocks by torch's memory history),
-then the drain again. The capture and a full tracer report (report.json, summary.md, flamegraph) land in a
+then the drain again. The capture and a full tracer report (report.json, summary.md, report.html) land in a
 temporary directory; the gate (tracer.output.gate) fails the test on leak findings above the limit, not accepted by
 `baseline`, and shows their top stacks. memray allows one Tracker per process at a time, so this cannot run
 under pytest-memray's or `memray run`'s tracking.

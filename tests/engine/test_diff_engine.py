@@ -41,11 +41,14 @@ def test_clean_run_writes_a_full_report(clean_run):
     assert "progress" not in result.stdout and "round 5/5" in result.stderr  # progress on stderr
 
 
-def test_flamegraph_is_self_contained(clean_run):
+def test_report_html_is_self_contained_and_small(clean_run):
     out, _ = clean_run
-    html = (out / "host-flamegraph.html").read_text()
-    assert "<html" in html.lower()
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and 'id="growth-chart"' in html and 'id="flame-host"' in html
     assert external_resources(html) == []
+    assert (out / "report.html").stat().st_size < 1.5 * 2**20
+    assert not list(out.glob("*-flamegraph.html"))
+    assert load_report(out)["files"]["html"] == "report.html"
 
 
 def test_analyze_rebuilds_the_report_offline(clean_run, tmp_path):

@@ -111,12 +111,12 @@ def test_analyze_replaces_planted_links_instead_of_writing_through_them(tmp_path
     copy_capture(CLEAN_CAPTURE, report / "capture")
     victim = tmp_path / "victim"
     victim.write_text("keep me")
-    for name in ("summary.md", "report.json", "gpu-flamegraph.html", "report.json.tmp"):
+    for name in ("summary.md", "report.json", "report.html", "report.json.tmp"):
         (report / name).symlink_to(victim)
     code, out, err = invoke("analyze", str(report))
     assert_clean_exit(code, out, err, allowed=(0,))
     assert victim.read_text() == "keep me"
-    for name in ("summary.md", "report.json", "gpu-flamegraph.html"):
+    for name in ("summary.md", "report.json", "report.html"):
         assert not (report / name).is_symlink() and (report / name).stat().st_size > 0
     json.loads((report / "report.json").read_text())
 
@@ -219,7 +219,7 @@ def test_injection_strings_stay_inert_in_summary_md_and_html(tmp_path):
     assert_no_injected_command(out + err)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert_inert_markdown(summary)
-    html = (tmp_path / "report" / "gpu-flamegraph.html").read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
     assert "<script>alert(1)</script>" not in html and "<img src=x onerror" not in html
 
 

@@ -32,8 +32,9 @@ def test_readable_output_and_report_files(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "encoder cache: forward" in result.stdout and "qwen3_vl.py" in result.stdout
     assert (out / "summary.md").read_text().startswith("# tracer snapshot-diff: 1 group")
-    html = (out / "gpu-flamegraph.html").read_text()
-    assert "<html" in html.lower() and external_resources(html) == []
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and external_resources(html) == [] and 'id="flame-gpu"' in html
+    assert "embed_multimodal" in html  # a frame of the flamegraph's data
 
 
 def test_drained_pair_has_nothing_new():

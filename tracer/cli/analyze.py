@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import analysis_settings, threshold_options
+from .options import analysis_settings, export_option, threshold_options
 from .outcome import print_outcome, say
 
 
@@ -18,7 +18,8 @@ from .outcome import print_outcome, say
                    "directory a new one next to it (CAPTURE-report).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @threshold_options
-def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
+@export_option
+def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules, exports):
     """Rebuild the report offline from a saved capture (a report directory or its capture/).
 
     Output files are created fresh (a symlink in the output directory is replaced, never written through).
@@ -36,6 +37,6 @@ def analyze(capture, out_dir, as_json, min_leak_per_round, min_leak, rules):
     if out_dir is None:
         # a report directory was given: write there; a bare capture directory: never into its parent
         out_dir = cap.dir.parent if cap.dir != Path(capture) else new_sibling_dir(cap.dir, "-report")
-    report = write_report(analysis, out_dir, explicit=explicit)
+    report = write_report(analysis, out_dir, explicit=explicit, exports=exports)
     say(f"[tracer] analysed {cap.dir} in {time.perf_counter() - start:.2f} s; report files in {out_dir}", err=True)
     print_outcome(report, out_dir, as_json)

@@ -13,7 +13,7 @@ import click
 
 from ..errors import UsageError
 from ..workload.config import IMAGE_MODES, WorkloadConfig, parse_engine_args
-from .options import analysis_settings, gate_exit, gate_options, threshold_options
+from .options import analysis_settings, export_option, gate_exit, gate_options, threshold_options
 from .outcome import print_outcome
 
 
@@ -52,13 +52,14 @@ from .outcome import print_outcome
 @click.option("-v", "--verbose", is_flag=True,
               help="Show vLLM's log live (otherwise it goes to capture/engine.log).")
 @threshold_options
+@export_option
 @click.option("--gate", is_flag=True, help="Then gate the report as `tracer gate` does. Exit codes: 0 pass, 1 a new "
                                            "leak over the limits, 2 bad input, 3 an engine crash or internal error, "
                                            "130 Ctrl-C.")
 @gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
-         verbose, min_leak_per_round, min_leak, rules, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
+         verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
          junit_file):
     """Run the Qwen3-VL round loop under tracing and report what survives.
 
@@ -86,7 +87,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "rules": str(rules.resolve()) if rules else None,
     }
     try:
-        report, code = run_diff(options, out_dir, thresholds, extra_rules, verbose)
+        report, code = run_diff(options, out_dir, thresholds, extra_rules, verbose, exports)
     except UsageError:
         if created and out_dir.exists():
             shutil.rmtree(out_dir)
@@ -107,7 +108,8 @@ def run_id(model: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
 
 
-def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool = False) -> tuple[dict, int]:
+def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool = False,
+             exports: tuple[str, ...] = ()) -> tuple[dict, int]:
     """Run the traced session in a child process, analyse its capture and write the report.
     Returns (report, exit code): 0 done, 1 engine error or killed (report partial), 130 interrupted."""
     from ..analysis.analyze import analyze
@@ -123,7 +125,7 @@ def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool =
     capture = read_capture(capture_dir)
     if code == 2 or capture.manifest.get("status") == "failed":
         raise UsageError(capture.manifest.get("error") or "the traced session rejected its input")
-    return write_report(analyze(capture, thresholds, rules), out_dir), exit_code(code)
+    return write_report(analyze(capture, thresholds, rules), out_dir, exports=exports), exit_code(code)
 
 
 def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, gate_format,

@@ -48,6 +48,15 @@ def analysis_settings(min_leak_per_round: int, min_leak: int, rules: Path | None
         raise UsageError(str(exc)) from exc
 
 
+def export_option(fn):
+    from ..output.exports import EXPORT_FORMATS
+
+    return click.option("--export", "exports", multiple=True, type=click.Choice(EXPORT_FORMATS),
+                        help="Also write the surviving host and GPU allocations, weighted by bytes, for other tools: "
+                             "speedscope (survivors.speedscope.json) or folded stacks for flamegraph.pl / inferno "
+                             "(survivors.folded). Repeatable.")(fn)
+
+
 def gate_options(fn):
     """Options of the CI gate (`tracer gate`, `tracer diff --gate`)."""
     from ..output.gate.formats import formats

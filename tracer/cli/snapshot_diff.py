@@ -14,7 +14,7 @@ from .outcome import say
 @click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("final", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write report.json, summary.md and gpu-flamegraph.html here.")
+              help="Also write report.json, summary.md and report.html (with a GPU flamegraph) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
 def snapshot_diff(baseline, final, out_dir, as_json):
     """Diff two torch CUDA memory snapshots (what torch.cuda.memory._dump_snapshot writes; pickle, gzip or JSON).

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis.analyze import Analysis
 from ..analysis.verdicts import CACHE, LEAK
 from ..capture import COUNTERS
 from ..safe_files import prepare_out_dir, write_json, write_text
-from .flamegraph import write_flamegraph
+from .exports import write_exports
+from .growth_png import write_growth_png
+from .html import render_html
 from .report_file import REPORT_SCHEMA
 from .summary import render_summary
+from .timeline import build_timeline
 
 ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
@@ -33,6 +36,7 @@ def build_report(a: Analysis) -> dict:
         "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "torch", "python", "memray")},
                 **{k: run.get(k) for k in RUN_FIELDS}},
         "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
+        "timeline": build_timeline(a.capture.events),
         "growth": a.growth,
         "unattributed": a.unattributed,
         "vllm_check": a.vllm_check,
@@ -43,24 +47,20 @@ def build_report(a: Analysis) -> dict:
     }
 
 
-def write_report(a: Analysis, out_dir: Path, explicit: bool = True) -> dict:
-    """Write report.json, summary.md and the flamegraphs into `out_dir` (each created fresh: a symlink there is
-    replaced, not followed; `explicit`: the user named `out_dir`, so it may itself be a symlink); returns the
-    report."""
+def write_report(a: Analysis, out_dir: Path, explicit: bool = True, exports: tuple[str, ...] = ()) -> dict:
+    """Write report.json, summary.md, report.html, growth.png and the asked `exports` into `out_dir`; each file is
+    created fresh (a symlink there is replaced, not followed; `explicit`: the user named `out_dir`, so it may itself
+    be a symlink). Returns the report."""
     prepare_out_dir(out_dir, explicit)
     report = build_report(a)
-    command = report["run"].get("command") or "tracer diff"
-    files = {"summary": "summary.md", "report": "report.json"}
-    for domain in ("host", "gpu"):
-        # what was live at the end of the last round: leaks, and caches at their fill before the final drain
-        survivors = [replace(f, bytes=max(f.bytes, f.details.get("undrained_bytes", 0)))
-                     for f in a.findings if f.domain == domain]
-        survivors = [f for f in survivors if f.bytes > 0]
-        if survivors:
-            name = f"{domain}-flamegraph.html"
-            write_flamegraph(out_dir / name, survivors, f"new {domain} allocations live after the last round", command)
-            files[f"{domain}_flamegraph"] = name
+    files = {"summary": "summary.md", "report": "report.json", "html": "report.html"}
+    if write_growth_png(report["timeline"], out_dir / "growth.png"):
+        files["growth_png"] = "growth.png"
+    survivors = [f.as_dict() for f in a.findings]  # every survivor, also transients the report leaves out
+    name = f"tracer: {report['run'].get('command') or 'tracer diff'}"
+    files.update(write_exports(survivors, exports, out_dir, name))
     report["files"] = files
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "summary.md", render_summary(report, a.findings))
+    write_text(out_dir / "report.html", render_html(report, survivors))
     return report

@@ -8,7 +8,7 @@ from ..analysis.findings import Finding
 from ..safe_files import prepare_out_dir, write_json, write_text
 from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
-from .flamegraph import write_flamegraph
+from .html import render_html
 from .summary import stack_lines
 
 SCHEMA = "tracer.snapshot-diff/1"
@@ -28,9 +28,9 @@ def write_snapshot_diff(baseline: Path, final: Path, out_dir: Path | None) -> di
         prepare_out_dir(out_dir, explicit=True)
         write_json(out_dir / "report.json", report)
         write_text(out_dir / "summary.md", render_snapshot_diff(report, findings))
-        if findings:
-            write_flamegraph(out_dir / "gpu-flamegraph.html", findings, "new GPU blocks",
-                             f"tracer snapshot-diff {baseline} {final}")
+        page = {**report, "verdict": "snapshot diff", "status": "complete",
+                "run": {"command": f"tracer snapshot-diff {baseline} {final}"}}
+        write_text(out_dir / "report.html", render_html(page))
     return report
 
 

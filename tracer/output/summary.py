@@ -57,6 +57,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     caches = [f for f in findings if f.verdict == CACHE]
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
               f"{len(caches)} cache(s) holding {mib(sum(f.details.get('undrained_bytes', f.bytes) for f in caches))}.", ""]
+    if "growth_png" in report.get("files", {}):
+        lines += ["![Growth of every counter per round, warmup shaded, drains marked](growth.png)", ""]
     lines += ["## Environment", "", "| | |", "|---|---|"]
     for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
                 "images", "max_tokens", "seed"):
@@ -110,6 +112,6 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     for note in report["notes"]:
         lines += ["", f"Note: {md_text(note)}"]
     lines += ["", "## Reproduce", "", *md_fence([run.get("command") or "tracer diff"]), "",
-              "Files: `report.json` (all numbers), `host-flamegraph.html` / `gpu-flamegraph.html` (surviving "
-              "allocations, open offline), `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
+              "Files: `report.html` (charts, holders, host and GPU flamegraphs; opens offline), `report.json` "
+              "(all numbers), `growth.png`, `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
     return "\n".join(lines)
