@@ -37,7 +37,7 @@ def build_report(a: Analysis) -> dict:
         "status": a.capture.status,
         "error": a.capture.manifest.get("error"),
         "verdict": a.verdict,
-        "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "torch", "python", "memray")},
+        "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "transformers", "torch", "python", "memray")},
                 **{k: run.get(k) for k in RUN_FIELDS}},
         "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
         "growth": a.growth,
@@ -94,8 +94,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
               f"{len(caches)} cache(s) holding {mib(sum(f.details.get('undrained_bytes', f.bytes) for f in caches))}.", ""]
     lines += ["## Environment", "", "| | |", "|---|---|"]
-    for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
-                "images", "max_tokens", "seed"):
+    for key in ("tracer", "vllm", "transformers", "torch", "python", "memray", "device", "model", "warmup", "rounds",
+                "batch", "images", "max_tokens", "seed"):
         lines.append(f"| {key} | {run.get(key)} |")
     lines.append(f"| engine args | `{json.dumps(run.get('engine_args'))}` |")
     lines.append(f"| tracing | `{json.dumps(run.get('tracing'))}` |")
