@@ -210,10 +210,10 @@ def render_text(c: Comparison) -> str:
     lines = [c.headline(), f"  A: {c.source_a} (verdict {c.a.get('verdict')})",
              f"  B: {c.source_b} (verdict {c.b.get('verdict')})"]
     lines += [f"  note: {n}" for n in c.notes]
-    lines.append("environment:")
+    lines.append("environment (* differs):")
     for key, a, b in c.environment():
-        mark = "  " if a == b else "* "
-        lines.append(f"  {mark}{key:<13} A {_env_value(a)}" + ("" if a == b else f"  |  B {_env_value(b)}"))
+        lines.append(f"    {key:<13} {_env_value(a)}" if a == b
+                     else f"  * {key:<13} A {_env_value(a)}  |  B {_env_value(b)}")
     rows = c.counters()
     if rows:
         lines.append("counters (growth over the measured rounds; after the drain):")
