@@ -46,7 +46,7 @@ def build_report(a: Analysis) -> dict:
         "thresholds": asdict(a.thresholds),
         "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
         "omitted": {"count": max(0, len(rest) - MAX_TRANSIENT), "bytes": sum(f.bytes for f in rest[MAX_TRANSIENT:])},
-        "notes": a.notes,
+        "notes": [*(run.get("engine_notes") or []), *a.notes],
     }
 
 

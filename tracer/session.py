@@ -21,6 +21,7 @@ from . import __version__
 from .capture import CaptureWriter
 from .probes import device_name
 from .recorder import Recorder, TracingOptions
+from .engine_errors import EngineStartError, write_engine_log
 from .errors import UsageError
 from .workload import ENGINE_ENV, WorkloadConfig, drain, start_engine
 
@@ -73,14 +74,17 @@ def run_session(capture_dir: Path, options: dict) -> int:
                                                  "command": options.get("command")}})
     progress = Progress(config.warmup + config.rounds)
     recorder = Recorder(writer, tracing, on_round=progress.round)
+    shown = False  # the error was already printed
     try:
         config.validate()
         for file in options.get("preload", []):
             load_preload(file)
-        engine = start_engine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
+        engine = start_logged_engine(config, capture_dir)
+        for note in engine.notes:
+            log(note)
         writer.manifest["run"].update(versions=versions(), device=device_name(), gpu=recorder.gpu,
                                       model_path=engine.model, engine_args=engine.engine_args,
-                                      engine_load_seconds=engine.load_seconds)
+                                      engine_load_seconds=engine.load_seconds, engine_notes=engine.notes)
         writer.save_manifest()
         llm = engine.llm
 
@@ -115,15 +119,33 @@ def run_session(capture_dir: Path, options: dict) -> int:
         status, error, code = "failed", str(exc), 2
     except KeyboardInterrupt:
         status, error, code = "partial", "interrupted (Ctrl-C)", 130
+    except EngineStartError as exc:
+        for line in exc.lines:
+            log(line)
+        status, error, code = "partial", exc.summary, 1
+        shown = True
     except Exception as exc:  # noqa: BLE001 - an engine crash must still leave a usable capture
         traceback.print_exc()
         status, error, code = "partial", f"{type(exc).__name__}: {exc}".splitlines()[0], 1
     finally:
         recorder.stop()
     writer.finish(status, error)
-    if error and code != 2:  # bad input is printed once, by `tracer diff`
+    if error and code != 2 and not shown:  # bad input is printed once, by `tracer diff`
         log(f"error: {error}")
     return code
+
+
+def start_logged_engine(config: WorkloadConfig, capture_dir: Path):
+    """Start vLLM; when it fails, the whole traceback goes to capture/engine.log and the error says what
+    failed and where."""
+    try:
+        return start_engine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
+    except UsageError as exc:
+        if exc.__cause__ is not None:
+            write_engine_log(capture_dir / "engine.log", exc.__cause__)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to start is reported the same way
+        raise EngineStartError(exc, write_engine_log(capture_dir / "engine.log", exc)) from exc
 
 
 class ScreenedClean(Exception):

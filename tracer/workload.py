@@ -118,14 +118,20 @@ def check_engine_args(engine_args: dict) -> None:
 
 
 def build_engine(model_path: str, engine_args: dict):
-    """An in-process `vllm.LLM`; arguments vLLM rejects become a UsageError."""
+    """An in-process `vllm.LLM`; an error vLLM raises while turning the arguments into its config becomes a
+    UsageError, any other error of the start propagates as raised."""
     from vllm import LLM
+
+    from .engine_errors import one_line, rejected_arguments
 
     try:
         return LLM(model=model_path, **engine_args)
     except (TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"vLLM rejected the engine arguments: {first}") from exc
+        if not rejected_arguments(exc):
+            raise
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:4] if line.strip())
+        raise UsageError(f"vLLM rejected the engine arguments: {one_line(exc)}"
+                         + (f" ({detail})" if detail else "")) from exc
 
 
 def sampling_params(config: WorkloadConfig, detokenize: bool):
@@ -199,6 +205,7 @@ class Engine:
     model: str
     engine_args: dict
     load_seconds: float
+    notes: list[str] = field(default_factory=list)  # engine arguments set automatically for this release, and why
 
     def round(self, index: int):
         """A callable that runs round `index` (its requests are made now, outside the timed part)."""
@@ -216,7 +223,11 @@ def start_engine(config: WorkloadConfig, on_start=None) -> Engine:
         spec = resolve_model(config.model)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    engine_args = {**spec.default_engine_args, **config.engine_args}
+    from .releases import installed_release_args
+
+    auto = {k: v for k, v in installed_release_args().items() if k not in config.engine_args}
+    notes = [why for _, why in auto.values()]
+    engine_args = {**spec.default_engine_args, **{k: value for k, (value, _) in auto.items()}, **config.engine_args}
     check_engine_args(engine_args)
     if on_start:
         on_start(spec.model)
@@ -224,4 +235,4 @@ def start_engine(config: WorkloadConfig, on_start=None) -> Engine:
     llm = build_engine(spec.model, engine_args)
     quiet_repeated_logs()
     return Engine(config, llm, sampling_params(config, spec.detokenize), single_token_words(llm.get_tokenizer()),
-                  spec.model, engine_args, round(time.perf_counter() - start, 3))
+                  spec.model, engine_args, round(time.perf_counter() - start, 3), notes)
