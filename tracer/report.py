@@ -17,7 +17,7 @@ SCHEMA = "tracer.report/1"
 ROUND_FIELDS = ("index", "phase", "seconds", "rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes", "gpu_allocated_bytes",
                 "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes")
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
-              "preload", "tracing", "env", "device", "command", "engine_load_seconds")
+              "preload", "tracing", "env", "device", "command", "engine_load_seconds", "engine_notes")
 MAX_TRANSIENT = 20
 
 
