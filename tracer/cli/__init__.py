@@ -8,7 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
-from . import analyze, baseline, diff, gate, snapshot_diff
+from . import analyze, baseline, compare, diff, gate, snapshot_diff
 from .outcome import say
 
 EXIT_CODES = ("Exit codes: 0 done (gate: pass), 1 a new leak over the limits (diff without --gate: also an engine "
@@ -26,7 +26,8 @@ def main():
     """
 
 
-for command in (diff.diff, analyze.analyze, snapshot_diff.snapshot_diff, gate.gate_command, baseline.baseline_command):
+for command in (diff.diff, analyze.analyze, snapshot_diff.snapshot_diff, gate.gate_command, compare.compare_command,
+                baseline.baseline_command):
     main.add_command(command)
 
 

@@ -19,7 +19,7 @@ from .timeline import build_timeline
 ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
               "preload", "tracing", "env", "device", "command", "engine_load_seconds", "engine", "drain_steps",
-              "missing_drain_steps")
+              "missing_drain_steps", "engine_notes")
 MAX_TRANSIENT = 20
 
 
@@ -33,7 +33,7 @@ def build_report(a: Analysis) -> dict:
         "status": a.capture.status,
         "error": a.capture.manifest.get("error"),
         "verdict": a.verdict,
-        "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "torch", "python", "memray")},
+        "run": {**{k: versions.get(k) for k in ("tracer", "vllm", "transformers", "torch", "python", "memray")},
                 **{k: run.get(k) for k in RUN_FIELDS}},
         "rounds": [{k: r[k] for k in ROUND_FIELDS if k in r} for r in a.capture.rounds],
         "timeline": build_timeline(a.capture.events),
@@ -43,7 +43,7 @@ def build_report(a: Analysis) -> dict:
         "thresholds": asdict(a.thresholds),
         "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
         "omitted": {"count": max(0, len(rest) - MAX_TRANSIENT), "bytes": sum(f.bytes for f in rest[MAX_TRANSIENT:])},
-        "notes": a.notes,
+        "notes": [*(run.get("engine_notes") or []), *a.notes],
     }
 
 

@@ -60,8 +60,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     if "growth_png" in report.get("files", {}):
         lines += ["![Growth of every counter per round, warmup shaded, drains marked](growth.png)", ""]
     lines += ["## Environment", "", "| | |", "|---|---|"]
-    for key in ("tracer", "vllm", "torch", "python", "memray", "device", "model", "warmup", "rounds", "batch",
-                "images", "max_tokens", "seed"):
+    for key in ("tracer", "vllm", "transformers", "torch", "python", "memray", "device", "model", "warmup", "rounds",
+                "batch", "images", "max_tokens", "seed"):
         lines.append(f"| {key} | {md_text(run.get(key))} |")
     lines.append(f"| engine args | {md_code(json.dumps(run.get('engine_args')), in_table=True)} |")
     lines.append(f"| tracing | {md_code(json.dumps(run.get('tracing')), in_table=True)} |")

@@ -23,6 +23,7 @@ from ..capture import CaptureWriter
 from ..errors import UsageError
 from ..workload.config import WorkloadConfig
 from ..workload.engine import ENGINE_ENV, InProcessEngine
+from ..workload.engine_errors import EngineStartError
 from .driver import Driver, RunPlan, ScreenedClean, TracingOptions, run_rounds
 from .probes import device_name
 
@@ -102,11 +103,14 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
                    rules_file=options.get("rules"))
     progress = Progress(config.warmup + config.rounds * (2 if plan.screen else 1))
     workload = InProcessEngine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
+    shown = False  # the error's lines are out already
     try:
         config.validate()
         for file in options.get("preload", []):
             load_preload(file)
         facts = workload.start()
+        for note in facts.get("engine_notes", []):
+            log(note)
         writer.manifest["run"].update(versions=versions(), device=device_name(), **facts)
         writer.save_manifest()
         run_rounds(Driver(workload, writer, tracing, plan, on_round=progress.round, log=log))
@@ -115,6 +119,11 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
         status, error, code = "complete", None, 0
     except UsageError as exc:
         status, error, code = "failed", str(exc), 2
+    except EngineStartError as exc:
+        traceback.print_exc()  # into engine.log with --log-file
+        for line in exc.lines + ([f"  full traceback: {log_file}"] if log_file else []):
+            log(line)
+        status, error, code, shown = "partial", exc.summary, 1, True
     except KeyboardInterrupt:
         status, error, code = "partial", "interrupted (Ctrl-C)", 130
     except Exception as exc:  # noqa: BLE001 - an engine crash must still leave a usable capture
@@ -122,7 +131,7 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         status, error, code = "partial", f"{message} (at {innermost_frames(exc)})", 1
     writer.finish(status, error)
-    if error and code != 2:  # bad input is printed once, by `tracer diff`
+    if error and code != 2 and not shown:  # bad input is printed once, by `tracer diff`
         log(f"error: {error}" + (f"; full traceback in {log_file}" if log_file and code == 1 else ""))
     return code
 

