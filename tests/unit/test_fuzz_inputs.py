@@ -75,16 +75,22 @@ def test_snapshot_diff_of_mutated_snapshots(path, value, encoding):
         base.write_bytes(pickle.dumps({"segments": []}, protocol=4))
         final = work / "final.bin"
         final.write_bytes(data)
-        before = tree(work)
-        code, out, err = invoke("snapshot-diff", str(base), str(final), "--out", str(work / "out"))
-        assert_clean_exit(code, out, err, allowed=(0, 2))
-        assert_no_injected_command(out + err)
-        assert _outside_out(tree(work)) == _outside_out(before)
-        if code == 0:
-            json.loads((work / "out" / "report.json").read_text(), parse_constant=_no_constant)
-            assert_inert_markdown((work / "out" / "summary.md").read_text())
+        _check_command_output(work, "snapshot-diff", str(base), str(final), "--out", str(work / "out"))
     finally:
         shutil.rmtree(work)
+
+
+def _check_command_output(work, *args: str) -> None:
+    """The command exits 0 or 2 without a traceback, writes nothing outside work/out, and what it writes parses
+    and holds no injected command or Markdown."""
+    before = tree(work)
+    code, out, err = invoke(*args)
+    assert_clean_exit(code, out, err, allowed=(0, 2))
+    assert_no_injected_command(out + err)
+    assert _outside_out(tree(work)) == _outside_out(before)
+    if code == 0:
+        json.loads((work / "out" / "report.json").read_text(), parse_constant=_no_constant)
+        assert_inert_markdown((work / "out" / "summary.md").read_text())
 
 
 @FUZZ
@@ -122,14 +128,7 @@ def test_analyze_of_mutated_captures(which, path, value):
             rows = [json.loads(line) for line in (capture / "events.jsonl").read_text().splitlines()]
             rows = _mutate(rows, path, value)
             (capture / "events.jsonl").write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
-        before = tree(work)
-        code, out, err = invoke("analyze", str(capture), "--out", str(work / "out"), "--json")
-        assert_clean_exit(code, out, err, allowed=(0, 2))
-        assert_no_injected_command(out + err)
-        assert _outside_out(tree(work)) == _outside_out(before)
-        if code == 0:
-            json.loads((work / "out" / "report.json").read_text(), parse_constant=_no_constant)
-            assert_inert_markdown((work / "out" / "summary.md").read_text())
+        _check_command_output(work, "analyze", str(capture), "--out", str(work / "out"), "--json")
     finally:
         shutil.rmtree(work)
 

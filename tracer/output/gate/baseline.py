@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ...analysis.verdicts import LEAK
 from ...errors import UsageError
-from ...json_files import read_json, require_schema, write_json_atomic
+from ...safe_files import read_json, require_schema, write_json
 from ..report_file import bytes_per_round, frame_text, measured_rounds, top_frames, validate_report
 
 SCHEMA = "tracer.baseline/1"
@@ -87,4 +87,4 @@ def write_baseline(path: Path, baseline: dict) -> None:
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; -o takes the baseline file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, validate_baseline(baseline, str(path)))
+    write_json(path, validate_baseline(baseline, str(path)))
