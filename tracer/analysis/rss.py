@@ -24,6 +24,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from ..capture import Capture
+from ..units import mib
 from .findings import Finding
 from .verdicts import SUSPECTED, Thresholds
 
@@ -107,7 +108,8 @@ class Owner:
     before_baseline: bool  # its mapping existed at the baseline
 
     def inside(self, m: Mapping) -> bool:
-        return m.start <= self.address < m.end
+        """Whether the buffer has bytes in the mapping (a large buffer can span several mappings)."""
+        return m.start < self.address + self.nbytes and self.address < m.end
 
 
 def owners_of(capture: Capture) -> list[Owner]:
@@ -158,12 +160,13 @@ def account(base: Table, now: Table, heap_growth: int | None, owners: list[Owner
         if g > noise and len(listed) < MAX_LISTED:
             listed.append({"range": m.range, "kind": m.kind, "path": m.path, "grew": g, "rss": m.rss,
                            **({"owner": why} if why else {})})
-    # growth can be spread over mappings that also shrank elsewhere: what is unexplained can not exceed the net
-    net_heap_side = sum(v for k, v in by_kind.items() if k in HEAP_KINDS) - first_touch
+    # the heap and the arenas shrink when trimmed; that must not hide growth of anonymous mappings elsewhere
+    heap_net = max(0, by_kind.get("heap", 0) + by_kind.get("arena", 0))
+    anon_net = max(0, by_kind.get("anonymous", 0) - first_touch)
     in_use = max(heap_growth or 0, 0)
-    unexplained = max(0, min(heap_side, net_heap_side) - in_use)
+    unexplained = max(0, min(heap_side, heap_net + anon_net) - in_use)
     return Accounting(now.mark, now.index, sum(by_kind.values()), by_kind, first_touch,
-                      min(in_use, max(heap_side, 0)), bounded, unexplained, listed)
+                      min(in_use, heap_side), bounded, unexplained, listed)
 
 
 def first_touch_rows(base: Table, rounds: list[Table], end: Table, owners: list[Owner]) -> list[dict]:
@@ -249,10 +252,11 @@ def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresho
     leaking, rate, growing = is_leak_rate(series, th)
     if not leaking:
         return None
-    mappings = [g for g in end.grown if g["kind"] in HEAP_KINDS and "first touch" not in g.get("owner", "")]
-    reason = (f"RSS no allocation explains grows {rate / 1024:.0f} KiB/round in {growing} of {len(series)} rounds "
-              f"and {end.unexplained} bytes stay after the drain and malloc_trim; grown mappings: "
-              + ", ".join(f"{g['kind']} {g['range']} +{g['grew'] >> 10} KiB" for g in mappings[:4]))
+    mappings = [g for g in end.grown if g["kind"] in HEAP_KINDS and "first touch" not in g.get("owner", "")
+                and g["grew"] >= th.min_per_round]
+    reason = (f"RSS no allocation explains grows {mib(rate)}/round in {growing} of {len(series)} rounds and "
+              f"{mib(end.unexplained)} stay after the drain and malloc_trim(0); grown mappings: "
+              + ", ".join(f"{g['kind']} {g['range']} +{mib(g['grew'])}" for g in mappings[:4]))
     key = "|".join(sorted({g["kind"] + (":" + g["path"].rsplit("/", 1)[-1] if g["path"] else "") for g in mappings}))
     return Finding("rss", (), end.unexplained, 0, series, component=RSS_COMPONENT, verdict=SUSPECTED,
                    details={"reason": reason, "mappings": mappings},

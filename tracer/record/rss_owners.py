@@ -8,12 +8,13 @@ mapping already existed at the baseline tells a buffer filling up (first touch) 
 
 from __future__ import annotations
 
+import bisect
 import sys
 import time
 import warnings
 from collections import deque
 
-from .holders import AddressRanges, _children, named_roots
+from .holders import _children, named_roots
 
 MAX_OWNERS = 20
 
@@ -37,8 +38,16 @@ def buffer_of(obj) -> tuple[str, int, int] | None:
 
 def find_owners(grown: list[tuple[int, int, bool]], roots: list[tuple[str, object]], max_objects: int = 3_000_000,
                 max_seconds: float = 30.0) -> list[dict]:
-    """Buffers in the grown mappings [(start, end, existed at the baseline)], one per buffer, by reference path."""
-    ranges = AddressRanges([(start, end - start, (start, existed)) for start, end, existed in grown])
+    """Buffers overlapping the grown mappings [(start, end, existed at the baseline)], one per buffer, by
+    reference path. Overlap, not the buffer's first address: the kernel splits a buffer's mapping where
+    transparent huge pages are asked for (numpy does so for large arrays), so its first page may lie apart."""
+    grown = sorted(grown)
+    starts = [g[0] for g in grown]
+
+    def overlapping(address: int, nbytes: int):
+        i = bisect.bisect_left(starts, address + nbytes) - 1
+        return grown[i] if i >= 0 and grown[i][1] > address else None
+
     found: dict[int, dict] = {}
     seen: set[int] = set()
     queue = deque()
@@ -55,10 +64,10 @@ def find_owners(grown: list[tuple[int, int, bool]], roots: list[tuple[str, objec
             visited += 1
             buffer = buffer_of(obj)
             if buffer is not None:
-                tag = ranges.find(buffer[1])
-                if tag is not None and buffer[1] not in found:
+                mapping = overlapping(buffer[1], buffer[2])
+                if mapping is not None and buffer[1] not in found:
                     found[buffer[1]] = {"path": path, "kind": buffer[0], "address": buffer[1], "nbytes": buffer[2],
-                                        "before_baseline": tag[1]}
+                                        "before_baseline": mapping[2]}
                 continue
             try:
                 children = list(_children(obj))
