@@ -6,7 +6,9 @@
 Modes run interleaved (untraced, host python stacks, host native, GPU python stacks, GPU C++ stacks, all), each
 switched on exactly as `tracer diff` does it (memray Tracker; torch memory history of live blocks),
 `--repeats` times, each a block of `--rounds` fresh-image rounds after one unmeasured round; the median round
-time of each mode is divided by the untraced median. Prints a Markdown table.
+time of each mode is divided by the untraced median. Prints a Markdown table, then the cost of reading RSS by
+mapping (/proc/self/smaps, done at every mark) on the same engine: tracer's reader against psutil's
+`memory_maps(grouped=False)`, and both against the median untraced round.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tracer.capture import CaptureWriter  # noqa: E402
 from tracer.record.backends.memray import MemrayBackend  # noqa: E402
 from tracer.record.backends.torch_cuda import TorchCudaBackend  # noqa: E402
+from tracer.record.smaps import SmapsProbe  # noqa: E402
 from tracer.workload.config import WorkloadConfig  # noqa: E402
 from tracer.workload.engine import InProcessEngine  # noqa: E402
 
@@ -81,6 +84,28 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.3f} | {median / base:.2f}x |")
+    print_smaps_cost(base)
+
+
+def print_smaps_cost(round_seconds: float, reads: int = 20) -> None:
+    """Median time of one read of the process's mappings, tracer's reader and psutil's, side by side."""
+    import psutil
+
+    probe, proc = SmapsProbe(), psutil.Process()
+    ours, theirs = [], []
+    for _ in range(reads):
+        start = time.perf_counter()
+        probe.read()
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        proc.memory_maps(grouped=False)
+        theirs.append(time.perf_counter() - start)
+    mappings = len(probe.last or {})
+    t, p = statistics.median(ours), statistics.median(theirs)
+    print(f"\nRSS by mapping, {mappings} mappings, median of {reads} reads\n| reader | one read (s) | vs psutil | "
+          f"vs untraced round |\n|---|---|---|---|")
+    print(f"| tracer.record.smaps | {t:.4f} | {t / p:.2f}x | {t / round_seconds:.2f}x |")
+    print(f"| psutil memory_maps(grouped=False) | {p:.4f} | 1.00x | {p / round_seconds:.2f}x |")
 
 
 if __name__ == "__main__":

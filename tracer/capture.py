@@ -229,6 +229,8 @@ def check_event(row: object, where: str) -> dict:
     kind = row.get("type")
     if not isinstance(kind, str):
         raise UsageError(f"{where}: an event without a type")
+    if kind in _CHECKS:
+        return _CHECKS[kind](row, where)
     if kind not in ("round", "mark", "gpu_snapshot", "snapshot", "screen", "screen_mark", "drain", "drain_step"):
         return row  # a kind this reader does not use (from a newer tracer): kept, never read here
     if not _is_finite(row.get("time_ms")):
@@ -263,6 +265,50 @@ def check_event(row: object, where: str) -> dict:
                 isinstance(r, str) for r in reasons):
             raise UsageError(f"{where}: screen event without suspect (true/false) and reasons (a list of text)")
     return row
+
+
+def _check_smaps(row: dict, where: str) -> dict:
+    rows, gone = row.get("rows", []), row.get("gone", [])
+    if not isinstance(row.get("mark"), str) or not (row.get("index") is None or _is_int(row["index"])):
+        raise UsageError(f"{where}: smaps event without a mark, or with an index that is not an integer")
+    if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 5 and _is_count(r[0]) and _is_count(r[1]) and isinstance(r[2], str)
+            and isinstance(r[3], str) and _is_count(r[4]) for r in rows):
+        raise UsageError(f"{where}: smaps rows must be [start, end, kind, path, rss] with byte counts")
+    if not isinstance(gone, list) or not all(_is_count(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
+        raise UsageError(f"{where}: smaps event with a bad gone list or seconds")
+    return row
+
+
+def _check_allocator_trim(row: dict, where: str) -> dict:
+    for side in ("before", "after"):
+        value = row.get(side)
+        malloc = value.get("malloc") if isinstance(value, dict) else None
+        if not isinstance(value, dict) or not _is_count(value.get("rss_bytes")) or not (
+                malloc is None or (isinstance(malloc, dict) and all(_is_count(v) for v in malloc.values()))):
+            raise UsageError(f"{where}: allocator_trim event without {side}.rss_bytes and byte counts")
+    if row.get("gpu") is not None and not (isinstance(row["gpu"], dict) and all(
+            v is None or _is_count(v) for v in row["gpu"].values())):
+        raise UsageError(f"{where}: allocator_trim event with a bad gpu part")
+    return row
+
+
+_OWNER_FIELDS = {"path": str, "kind": str, "address": int, "nbytes": int, "before_baseline": bool}
+
+
+def _check_rss_owners(row: dict, where: str) -> dict:
+    owners = row.get("owners")
+    if not isinstance(owners, list) or not all(
+            isinstance(o, dict) and set(o) == set(_OWNER_FIELDS)
+            and all(type(o[k]) is t and (t is not int or _is_count(o[k])) for k, t in _OWNER_FIELDS.items())
+            for o in owners):
+        raise UsageError(f"{where}: rss_owners event without a list of owners (path, kind, address, nbytes, "
+                         "before_baseline)")
+    return row
+
+
+# Checks of the event kinds the RSS analysis reads.
+_CHECKS = {"smaps": _check_smaps, "allocator_trim": _check_allocator_trim, "rss_owners": _check_rss_owners}
 
 
 def check_streams(streams: object, where: str) -> list[Stream]:

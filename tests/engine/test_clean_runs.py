@@ -45,6 +45,8 @@ def test_no_leak(clean):
     assert ("mm_processor_cache_gb" in report["run"]["engine_args"]) != caches
     assert [f for f in report["findings"] if f["verdict"] == "leak"] == [], describe(report)
     assert report["verdict"] == "clean"
+    assert [f for f in report["findings"] if f["domain"] == "rss"] == [], describe(report)
+    assert report["rss"]["after_drain"]["unexplained"] < 2**20, report["rss"]["after_drain"]
 
 
 def test_vllm_caches_appear_as_caches_with_their_fill(clean):

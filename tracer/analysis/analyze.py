@@ -11,10 +11,11 @@ from .counters import growth_table, vllm_check
 from .findings import Finding, merge_by_id
 from .gpu import gpu_findings
 from .host import host_findings
+from .rss import rss_analysis
 from .unattributed import unattributed_growth
-from .verdicts import CACHE, LEAK, Thresholds, apply_verdicts
+from .verdicts import CACHE, LEAK, SUSPECTED, Thresholds, apply_verdicts
 
-_ORDER = {LEAK: 0, CACHE: 1}
+_ORDER = {LEAK: 0, SUSPECTED: 0, CACHE: 1}
 
 
 @dataclass
@@ -26,11 +27,14 @@ class Analysis:
     unattributed: list[dict]
     thresholds: Thresholds
     notes: list[str] = field(default_factory=list)
+    rss: dict | None = None  # RSS by mapping: growth per round, first touch, allocator retention
 
     @property
     def verdict(self) -> str:
         if any(f.verdict == LEAK for f in self.findings):
             return "leak"
+        if any(f.verdict == SUSPECTED for f in self.findings):
+            return SUSPECTED
         screened = self.capture.of_type("screen")
         return "clean" if self.capture.round_marks() or (screened and not screened[-1]["suspect"]) else "inconclusive"
 
@@ -84,10 +88,13 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
             f.details["holders"] = holders[f.id]
     drained = capture.mark("drained") is not None
     apply_verdicts(findings, thresholds, drained=drained)
+    rss, rss_leak = rss_analysis(capture, thresholds)
+    if rss_leak is not None:
+        findings.append(rss_leak)
     findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))
     growth = growth_table(capture)
     return Analysis(capture, findings, growth, vllm_check(capture),
-                    unattributed_growth(growth, findings, drained), thresholds, notes)
+                    unattributed_growth(growth, findings, drained), thresholds, notes, rss)
 
 
 def analyze_dir(directory: Path, **kwargs) -> Analysis:

@@ -15,7 +15,7 @@ class Finding:
     measured round k (the last entry equals `bytes` when the capture covers every round).
     """
 
-    domain: str  # "host" or "gpu"
+    domain: str  # "host", "gpu" or "rss" (resident memory no allocation explains)
     stack: tuple[Frame, ...]
     bytes: int
     count: int
@@ -25,10 +25,11 @@ class Finding:
     details: dict = field(default_factory=dict)
     sources: list = field(default_factory=list)  # capture-internal keys of the merged groups (memray stack ids)
     role: str | None = None  # the process it lives in, in captures of several processes
+    key: str | None = None  # a stable id for a finding without a stack (domain `rss`)
 
     @property
     def id(self) -> str:
-        return fingerprint(self.domain, self.stack, role=self.role)
+        return self.key or fingerprint(self.domain, self.stack, role=self.role)
 
     @property
     def owner(self) -> Frame | None:

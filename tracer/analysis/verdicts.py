@@ -9,6 +9,7 @@ from .components import NATIVE_KERNELS
 from .findings import Finding
 
 LEAK, CACHE, TRANSIENT = "leak", "cache", "transient"
+SUSPECTED = "leak?"  # growth at a leak rate that no traced allocation explains (the `rss` domain)
 
 # Native caches that are bounded by design though no vLLM API empties them.
 BOUNDED_NATIVE = {NATIVE_KERNELS: "JIT kernels cached per input shape (oneDNN primitive cache, ideep and brgemm "

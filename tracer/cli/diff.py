@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from ..record.allocators import preload_library
 from ..workload.config import IMAGE_MODES, WorkloadConfig, parse_engine_args
 from .options import analysis_settings, export_option, gate_exit, gate_options, threshold_options
 from .outcome import print_outcome
@@ -46,6 +47,9 @@ from .outcome import print_outcome
               help="Two stages: untraced rounds first (counters only); trace only if a counter grows like a leak.")
 @click.option("--holders/--no-holders", default=True, show_default=True,
               help="For each leak, find the chain of references that keeps it alive (at the end of the run).")
+@click.option("--allocator", type=click.Choice(["jemalloc", "tcmalloc"]), default=None,
+              help="Run the traced process under this C allocator (LD_PRELOAD of the installed library), to "
+                   "confirm that RSS growth is glibc's allocator retention.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Report directory. Default: reports/<run-id>.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (progress goes to stderr).")
@@ -59,19 +63,21 @@ from .outcome import print_outcome
 @gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
-         verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, max_leak_per_round, max_leak, gate_format,
-         junit_file):
+         verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, max_leak_per_round, max_leak,
+         max_rss_per_round, gate_format, junit_file, allocator):
     """Run the Qwen3-VL round loop under tracing and report what survives.
 
     Warmup rounds, a baseline, then measured rounds of chat requests with random images; host allocations
     (memray) and GPU blocks (torch memory history) made after the baseline and still live at the end are
     grouped by call stack, labelled by vLLM component and classified as leak, cache or transient.
     """
-    gate_baseline = _gate_setup(gate, baseline_file, max_leak_per_round, max_leak, gate_format, junit_file)
+    gate_baseline = _gate_setup(gate, baseline_file, max_leak_per_round, max_leak, max_rss_per_round, gate_format,
+                                junit_file)
     config = WorkloadConfig(model=model, warmup=warmup, rounds=rounds, batch=batch, images=images,
                             image_size=image_size, max_tokens=max_tokens, seed=seed,
                             engine_args=parse_engine_args(engine_args))
     config.validate()
+    ld_preload = preload_library(allocator) if allocator else None
     thresholds, extra_rules = analysis_settings(min_leak_per_round, min_leak, rules)
     out_dir = out_dir or Path("reports") / run_id(model)
     created = not out_dir.exists()
@@ -85,6 +91,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "holders": holders,
         "thresholds": asdict(thresholds),
         "rules": str(rules.resolve()) if rules else None,
+        "allocator": {"name": allocator, "library": ld_preload} if allocator else None,
     }
     try:
         report, code = run_diff(options, out_dir, thresholds, extra_rules, verbose, exports)
@@ -95,7 +102,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
     print_outcome(report, out_dir, as_json)
     if gate and code == 0:
         code = gate_exit(report, str(out_dir / "report.json"), gate_baseline, baseline_file, max_leak_per_round,
-                         max_leak, gate_format, junit_file, to_stderr=as_json)
+                         max_leak, gate_format, junit_file, to_stderr=as_json, max_rss_per_round=max_rss_per_round)
     elif gate:
         click.echo("[tracer] gate: not evaluated, the run ended early", err=True)
         if code == 1:
@@ -128,14 +135,15 @@ def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool =
     return write_report(analyze(capture, thresholds, rules), out_dir, exports=exports), exit_code(code)
 
 
-def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, gate_format,
-                junit_file) -> dict | None:
+def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, max_rss_per_round,
+                gate_format, junit_file) -> dict | None:
     """Check the gate options of `tracer diff` before the run; returns the baseline, loaded."""
     from ..output.gate.baseline import load_baseline
 
     if not gate:
         used = [name for name, value in (("--baseline", baseline_file), ("--max-leak-per-round", max_leak_per_round),
-                                         ("--max-leak", max_leak), ("--format", gate_format),
+                                         ("--max-leak", max_leak), ("--max-rss-per-round", max_rss_per_round),
+                                         ("--format", gate_format),
                                          ("--junit-file", junit_file)) if value is not None]
         if used:
             raise UsageError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only with --gate")

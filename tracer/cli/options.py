@@ -66,6 +66,9 @@ def gate_options(fn):
     fn = click.option("--format", "gate_format", type=click.Choice(list(formats())), default=None,
                       help="Gate output: text (default), github (::error annotations, Markdown to "
                            "$GITHUB_STEP_SUMMARY), junit (XML file), markdown.")(fn)
+    fn = click.option("--max-rss-per-round", "max_rss_per_round", type=SIZE, default=None,
+                      help="Fail on a `leak?` finding of RSS growth no allocation explains growing more than this "
+                           "per round. Default: --max-leak-per-round; with neither, any such finding fails.")(fn)
     fn = click.option("--max-leak", "max_leak", type=SIZE, default=None,
                       help="Fail on a new leak with more live bytes at the end than this (e.g. 8MiB).")(fn)
     fn = click.option("--max-leak-per-round", "max_leak_per_round", type=SIZE, default=None,
@@ -77,7 +80,8 @@ def gate_options(fn):
 
 
 def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: Path | None, max_leak_per_round,
-              max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False) -> int:
+              max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False,
+              max_rss_per_round: int | None = None) -> int:
     """Gate a report and print the outcome; returns the exit code (0 pass, 1 fail)."""
     import sys
 
@@ -85,7 +89,8 @@ def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: P
     from ..output.gate.formats import emit
     from .outcome import say
 
-    result = evaluate(report, baseline, max_leak_per_round, max_leak, source=source,
+    result = evaluate(report, baseline, max_leak_per_round, max_leak, max_rss_per_round=max_rss_per_round,
+                      source=source,
                       baseline_source=str(baseline_file) if baseline_file else None)
     for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
                      junit_file=junit_file):

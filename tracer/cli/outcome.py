@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..analysis.verdicts import CACHE, LEAK
+from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
 from ..output.report_file import bytes_per_round, frame_text, measured_rounds, top_frames
 from ..text_escape import inert_lines, one_line
 from ..units import fmt_bytes
@@ -40,7 +40,7 @@ def print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
     partial = one_line(f" ({report['status']})") if report["status"] != "complete" else ""
     click.echo(f"verdict: {verdict}{partial}; {len(leaks)} leak finding(s)", color=colour_on())
     rounds = measured_rounds(report)
-    kept = [f for f in report["findings"] if f["verdict"] in (LEAK, CACHE)]
+    kept = [f for f in report["findings"] if f["verdict"] in (LEAK, SUSPECTED, CACHE)]
     for f in kept[:TOP]:
         frames = top_frames(f, 1)
         owner = frame_text(frames[0]) if frames else "?"

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis.analyze import Analysis
-from ..analysis.verdicts import CACHE, LEAK
+from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
 from ..capture import COUNTERS
 from ..safe_files import prepare_out_dir, write_json, write_text
 from .exports import write_exports
@@ -19,15 +19,15 @@ from .timeline import build_timeline
 ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
               "preload", "tracing", "env", "device", "command", "engine_load_seconds", "engine", "drain_steps",
-              "missing_drain_steps", "engine_notes")
+              "missing_drain_steps", "engine_notes", "allocator")
 MAX_TRANSIENT = 20
 
 
 def build_report(a: Analysis) -> dict:
     run = a.capture.manifest.get("run", {})
     versions = run.get("versions", {})
-    kept = [f for f in a.findings if f.verdict in (LEAK, CACHE)]
-    rest = [f for f in a.findings if f.verdict not in (LEAK, CACHE)]
+    kept = [f for f in a.findings if f.verdict in (LEAK, SUSPECTED, CACHE)]
+    rest = [f for f in a.findings if f.verdict not in (LEAK, SUSPECTED, CACHE)]
     return {
         "schema": REPORT_SCHEMA,
         "status": a.capture.status,
@@ -40,6 +40,7 @@ def build_report(a: Analysis) -> dict:
         "growth": a.growth,
         "unattributed": a.unattributed,
         "vllm_check": a.vllm_check,
+        "rss": a.rss,
         "thresholds": asdict(a.thresholds),
         "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
         "omitted": {"count": max(0, len(rest) - MAX_TRANSIENT), "bytes": sum(f.bytes for f in rest[MAX_TRANSIENT:])},

@@ -6,7 +6,7 @@ import json
 
 from ..analysis.findings import Finding
 from ..analysis.stacks import owner_index, short_path
-from ..analysis.verdicts import CACHE, LEAK
+from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
 from ..own_frames import driver_start
 from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
@@ -26,7 +26,19 @@ def stack_lines(f: Finding, depth: int = 12) -> list[str]:
     return lines
 
 
+def _rss_finding_md(f: Finding) -> list[str]:
+    series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
+    out = [f"### {md_code(f.id)} {md_text(f.verdict)}: {mib(f.bytes)} of RSS that no allocation explains - "
+           f"{md_text(f.component)}", "", f"- why: {md_text(f.details.get('reason', '-'))}",
+           f"- unexplained RSS at the end of each measured round (MiB): {series or '-'}", "- grown mappings:"]
+    out += [f"  - {md_text(m['kind'])} {md_code(m['range'])} {md_text(m['path'])} +{mib(m['grew'])}"
+            for m in f.details.get("mappings", [])]
+    return out + [""]
+
+
 def _finding_md(f: Finding) -> list[str]:
+    if f.domain == "rss":
+        return _rss_finding_md(f)
     series = ", ".join(f"{b / 2**20:.2f}" for b in f.per_round_bytes)
     undrained = f.details.get("undrained_bytes")
     if f.verdict == CACHE and undrained:
@@ -53,7 +65,7 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         " (partial run)" if report["status"] != "complete" else ""), ""]
     if report.get("error"):
         lines += [f"> Run ended early: {md_text(report['error'])}. The rounds done are analysed below.", ""]
-    leaks = [f for f in findings if f.verdict == LEAK]
+    leaks = [f for f in findings if f.verdict in (LEAK, SUSPECTED)]
     caches = [f for f in findings if f.verdict == CACHE]
     lines += [f"{len(leaks)} leak finding(s) totalling {mib(sum(f.bytes for f in leaks))}; "
               f"{len(caches)} cache(s) holding {mib(sum(f.details.get('undrained_bytes', f.bytes) for f in caches))}.", ""]
@@ -97,12 +109,14 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
                       f"{'FAIL' if check['would_fail'] else 'pass'}: peak RSS {mib(check['maxrss_growth'])}"
                       + (f", device used {mib(check['gpu_used_growth'])}" if "gpu_used_growth" in check else "")
                       + "; it names no allocation."]
-    for title, group in (("Leaks", leaks), ("Caches (released by the drain or bounded)", caches)):
+    for title, group in (("Leaks (`leak?`: RSS growth no allocation explains)", leaks), ("Caches (released by the drain or bounded)", caches)):
         if group:
             lines += ["", f"## {title}", ""]
             for f in group[:10]:
                 lines += _finding_md(f)
-    rest = [f for f in findings if f.verdict not in (LEAK, CACHE)][:5]
+    if report.get("rss"):
+        lines += rss_section(report["rss"])
+    rest = [f for f in findings if f.verdict not in (LEAK, SUSPECTED, CACHE)][:5]
     if rest:
         lines += ["", "## Largest other survivors (transient)", ""]
         for f in rest:
@@ -115,3 +129,52 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
               "Files: `report.html` (charts, holders, host and GPU flamegraphs; opens offline), `report.json` "
               "(all numbers), `growth.png`, `capture/` (raw capture; `tracer analyze` rebuilds this report).", ""]
     return "\n".join(lines)
+
+
+def rss_section(rss: dict) -> list[str]:
+    """RSS growth over the baseline by mapping kind and by what explains it, per round and after the drain; first
+    touch, allocator retention and device memory outside PyTorch's allocator."""
+    rows = rss["per_round"] + ([rss["after_drain"]] if rss.get("after_drain") else [])
+    lines = ["", "## RSS by mapping", "",
+             "Growth over the baseline of the process's mappings (/proc/self/smaps) and what explains it: pages of "
+             "buffers allocated before the baseline (first touch), malloc's in-use bytes (heap, arenas, large "
+             "blocks), file-backed and stack pages (bounded), and the rest. After the drain means after "
+             "`malloc_trim(0)` too.", "",
+             "| at | RSS growth | heap | arenas | anonymous | file | stacks | first touch | C heap in use | unexplained |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for a in rows:
+        k = a["by_kind"]
+        at = f"round {a['index']}" if a["mark"] == "round" else "after drain + trim"
+        lines.append(f"| {at} | {mib(a['growth'])} | {mib(k.get('heap', 0))} | {mib(k.get('arena', 0))} | "
+                     f"{mib(k.get('anonymous', 0))} | {mib(k.get('file', 0))} | "
+                     f"{mib(k.get('stack', 0) + k.get('thread stack', 0))} | {mib(a['first_touch'])} | "
+                     f"{mib(a['heap_in_use'])} | {mib(a['unexplained'])} |")
+    last = rss.get("after_drain") or (rss["per_round"][-1] if rss["per_round"] else None)
+    if last and last["grown"]:
+        lines += ["", "Mappings grown at the end:", ""]
+        for g in last["grown"]:
+            lines.append(f"- {md_text(g['kind'])} {md_code(g['range'])} {md_text(g['path'])} +{mib(g['grew'])} "
+                         f"(now {mib(g['rss'])})" + (f": {md_text(g['owner'])}" if g.get("owner") else ""))
+    for t in rss.get("first_touch", []):
+        lines += ["", f"First touch of {md_code(t['owner'])} ({md_text(t['kind'])}): bounded by its size, {mib(t['bound'])}; "
+                      f"{mib(t['resident_at_end'])} touched ({t['touched_fraction'] * 100:.0f}%), "
+                      f"{'flattening' if t['flattening'] else 'still growing'}; resident per round (MiB): "
+                      + ", ".join(f"{b / 2**20:.1f}" for b in t["resident_per_round"]) + ". Not a leak."]
+    ret = rss.get("retention")
+    if ret:
+        before, after = ret.get("malloc_before") or {}, ret.get("malloc_after") or {}
+        lines += ["", f"Allocator retention: `malloc_trim(0)` at the final drain returned {mib(ret['trim_returned'])} "
+                      f"of RSS; glibc's arenas held {mib(before.get('arena_bytes'))} with "
+                      f"{mib(before.get('free_bytes'))} free before the trim ({mib(after.get('free_bytes'))} after), "
+                      f"{mib(before.get('in_use_bytes'))} in use."]
+        if ret.get("retained"):
+            lines += ["Memory the allocator keeps after free is fragmentation, not a leak. Remedies:"]
+            lines += [f"- {r}" for r in ret["remedies"]]
+        if ret.get("gpu"):
+            g = ret["gpu"]
+            lines += ["", f"CUDA caching allocator: {mib(g['free_in_segments_before'])} reserved but free at the "
+                          f"drain; `empty_cache` returned {mib(g['empty_cache_returned'])} (allocator retention)."]
+    if rss.get("gpu"):
+        lines += ["", "Device memory outside PyTorch's allocator (used minus reserved) per mark (MiB): "
+                  + ", ".join(f"{g['outside_allocator'] / 2**20:.1f}" for g in rss["gpu"])]
+    return lines

@@ -27,6 +27,9 @@ def run_session_process(capture_dir: Path, options: dict, verbose: bool = False)
     capture. vLLM's log goes to `capture/engine.log` (and, with `verbose`, to our stderr as it comes), so
     `--json` output stays clean. Returns the child's exit code (a negative signal number when it was killed)."""
     env = {**os.environ, "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")}
+    allocator = options.get("allocator")
+    if allocator:  # the traced process runs under another C allocator
+        env["LD_PRELOAD"] = " ".join(filter(None, [allocator["library"], env.get("LD_PRELOAD")]))
     command = [sys.executable, "-m", "tracer.record.session", str(capture_dir), "--options", json.dumps(options)]
     if not verbose:
         capture_dir.mkdir(parents=True, exist_ok=True)

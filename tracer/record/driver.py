@@ -9,6 +9,7 @@ workload's rounds under `own_frames.workload_call`, so the analysis can tell the
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -17,7 +18,8 @@ from ..capture import MAIN_ROLE, CaptureWriter
 from ..own_frames import observed, workload_call
 from ..workload import Workload
 from .backends import TracingBackend, backends_for
-from .probes import read_counters
+from .probes import malloc_state, malloc_trim, read_counters
+from .smaps import SmapsProbe
 
 COLLECT_STEP = "gc"  # the last step of every drain: a full garbage collection
 
@@ -65,6 +67,7 @@ class Driver:
         self.workload, self.writer, self.tracing, self.plan = workload, writer, tracing, plan
         self.on_round, self.log, self.role = on_round, log, role
         self.backends: list[TracingBackend] = []
+        self.smaps: SmapsProbe | None = None
 
     # --- the pieces ---------------------------------------------------------------------------------------
 
@@ -84,6 +87,7 @@ class Driver:
     def mark(self, name: str, index: int | None = None, snapshot: bool = True, **fields) -> None:
         """A boundary: counters now, then every backend's mark (a GPU snapshot when `snapshot`)."""
         self.writer.event("mark", name=name, index=index, **fields, **read_counters())
+        self.read_mappings(name, index)
         for backend in self.backends:
             backend.mark(self.writer, self.role, name, index, snapshot)
 
@@ -106,6 +110,27 @@ class Driver:
         self.writer.event("drain", when=when, reset=[s for s in done if s != COLLECT_STEP])
         return done
 
+    def read_mappings(self, mark: str, index: int | None = None) -> None:
+        """Resident memory by mapping (the rows that changed since the last read), as an `smaps` event."""
+        if self.smaps is None:
+            return
+        try:
+            self.writer.event("smaps", mark=mark, index=index, **self.smaps.read())
+        except OSError as exc:  # no /proc (not Linux): RSS is then reported without its mappings
+            self.log(f"RSS by mapping not recorded: {exc}")
+            self.smaps = None
+
+    def release_retained(self) -> None:
+        """What the allocators keep after the drain: glibc's `malloc_trim(0)` (RSS, mappings and arena state
+        before and after) and, on CUDA, `empty_cache` (reserved bytes before and after)."""
+        self.read_mappings("before_trim")
+        before = {"rss_bytes": read_counters()["rss_bytes"], "malloc": malloc_state()}
+        trimmed = malloc_trim()
+        after = {"rss_bytes": read_counters()["rss_bytes"], "malloc": malloc_state()}
+        gpu = _empty_cuda_cache()
+        self.writer.event("allocator_trim", trimmed=trimmed, before=before, after=after,
+                          **({"gpu": gpu} if gpu else {}))
+
     def screen(self) -> bool:
         """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
         from ..analysis.verdicts import Thresholds
@@ -122,6 +147,7 @@ class Driver:
 
     def start_tracing(self) -> None:
         self.backends = backends_for(self.tracing)
+        self.smaps = SmapsProbe()
         for backend in self.backends:
             backend.start(self.writer, self.role)
         self.mark("baseline")
@@ -158,11 +184,27 @@ class Driver:
                 self.mark("round", index, snapshot=self.tracing.snapshot_every or index == last)
             if self.tracing.drain:
                 self.drain("final", marks=True)
+                self.release_retained()
                 self.mark("drained")
         finally:
             self.stop_tracing()
+        self.find_rss_owners()
         if plan.holders:
             self.find_holders()
+
+    def find_rss_owners(self) -> None:
+        """Name the buffers in anonymous mappings that grew over the run (first touch, or pages of a buffer of
+        the rounds); a failure costs only the owners."""
+        from ..analysis.verdicts import Thresholds
+        from .rss_owners import record_owners
+
+        if self.smaps is None or self.smaps.first is None or self.smaps.last is None:
+            return
+        try:
+            record_owners(self.writer, self.smaps.first, self.smaps.last, self.workload.roots(),
+                          Thresholds(**self.plan.thresholds).min_total)
+        except Exception as exc:  # noqa: BLE001 - the capture is complete without them
+            self.log(f"owner search of grown mappings failed: {type(exc).__name__}: {exc}")
 
     def find_holders(self) -> None:
         """Name who holds each leak while the objects still exist; a failure here costs only the holder chains."""
@@ -182,6 +224,20 @@ def _collect_step():
     from ..workload import DrainStep
 
     return DrainStep(COLLECT_STEP, gc.collect)
+
+
+def _empty_cuda_cache() -> dict | None:
+    """Reserved and allocated CUDA bytes before and after `torch.cuda.empty_cache()`; None off CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    torch.cuda.synchronize()
+    before = {"reserved_bytes": int(torch.cuda.memory_reserved()), "allocated_bytes": int(torch.cuda.memory_allocated())}
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    return {"before": before, "after": {"reserved_bytes": int(torch.cuda.memory_reserved()),
+                                        "allocated_bytes": int(torch.cuda.memory_allocated()),
+                                        "used_bytes": int(total - free)}}
 
 
 def run_rounds(driver: Driver) -> None:

@@ -17,16 +17,17 @@ class _MallInfo2(ctypes.Structure):
                  "keepcost")]
 
 
-def _mallinfo2():
+def _libc_function(name: str, restype):
     try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):  # not glibc 2.33+
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc (mallinfo2: glibc 2.33+)
         return None
-    fn.restype = _MallInfo2
+    fn.restype = restype
     return fn
 
 
-_MALLINFO2 = _mallinfo2()
+_MALLINFO2 = _libc_function("mallinfo2", _MallInfo2)
+_MALLOC_TRIM = _libc_function("malloc_trim", ctypes.c_int)
 
 
 def heap_bytes() -> int | None:
@@ -36,6 +37,25 @@ def heap_bytes() -> int | None:
         return None
     info = _MALLINFO2()
     return int(info.uordblks + info.hblkhd)
+
+
+def malloc_state() -> dict | None:
+    """glibc's view of its heap (mallinfo2): `arena_bytes` taken from the system for the arenas (brk heap and
+    arena heaps), of which `in_use_bytes` are handed out and `free_bytes` sit free; `mmapped_bytes` in blocks
+    mapped on their own; `trimmable_bytes` free at the top of the main heap."""
+    if _MALLINFO2 is None:
+        return None
+    info = _MALLINFO2()
+    return {"arena_bytes": int(info.arena), "in_use_bytes": int(info.uordblks), "free_bytes": int(info.fordblks),
+            "mmapped_bytes": int(info.hblkhd), "trimmable_bytes": int(info.keepcost)}
+
+
+def malloc_trim() -> bool | None:
+    """glibc's `malloc_trim(0)`: give every whole free page of every arena back to the system. None without
+    glibc, else whether memory was released."""
+    if _MALLOC_TRIM is None:
+        return None
+    return bool(_MALLOC_TRIM(ctypes.c_size_t(0)))
 
 
 def host_counters() -> dict:

@@ -95,7 +95,8 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
     config = WorkloadConfig(**options["workload"])
     tracing = TracingOptions(**options["tracing"])
     writer = CaptureWriter(capture_dir, {"run": {**config.__dict__, "preload": options.get("preload", []),
-                                                 "env": dict(ENGINE_ENV), "command": options.get("command")}})
+                                                 "env": dict(ENGINE_ENV), "command": options.get("command"),
+                                                 "allocator": options.get("allocator")}})
     if log_file is not None:
         send_output_to(log_file)
     plan = RunPlan(warmup=config.warmup, rounds=config.rounds, screen=bool(options.get("screen")),

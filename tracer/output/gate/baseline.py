@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ...analysis.verdicts import LEAK
+from ...analysis.verdicts import LEAK, SUSPECTED
 from ...errors import UsageError
 from ...safe_files import read_json, require_schema, write_json
 from ..report_file import bytes_per_round, frame_text, measured_rounds, top_frames, validate_report
@@ -59,7 +59,7 @@ def build_baseline(report: dict, reason: str | None = None, previous: dict | Non
     entries = {e["id"]: e for e in (validate_baseline(previous)["accepted"] if previous else [])}
     rounds = measured_rounds(report)
     for f in report["findings"]:
-        if f["verdict"] != LEAK or f["id"] in entries:
+        if f["verdict"] not in (LEAK, SUSPECTED) or f["id"] in entries:
             continue
         frames = top_frames(f, 3)
         entries[f["id"]] = {

@@ -2,7 +2,8 @@
 
 A finding offends when the analysis called it a `leak`, the baseline does not accept its id, and it exceeds a
 limit: more bytes per round than `max_leak_per_round` or more live bytes at the end than `max_leak`. With no
-limit given, every new leak offends. The formats (tracer.output.gate.formats) render a `GateResult`.
+limit given, every new leak offends. A `leak?` finding in domain `rss` (RSS growth no allocation explains)
+offends the same way, against `max_rss_per_round` (default: `max_leak_per_round`). The formats (tracer.output.gate.formats) render a `GateResult`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...analysis.stacks import Frame
-from ...analysis.verdicts import LEAK
+from ...analysis.verdicts import LEAK, SUSPECTED
 from ...text_escape import one_line
 from ...units import fmt_bytes
 from ..report_file import TOP_FRAMES, bytes_per_round, measured_rounds, top_frames, validate_report
@@ -25,9 +26,12 @@ class Limits:
 
     max_leak_per_round: int | None = None
     max_leak: int | None = None
+    max_rss_per_round: int | None = None  # for `leak?` findings of unexplained RSS (default: max_leak_per_round)
 
     def describe(self) -> str:
         parts = []
+        if self.max_rss_per_round is not None:
+            parts.append(f"unexplained RSS per round > {fmt_bytes(self.max_rss_per_round)}")
         if self.max_leak_per_round is not None:
             parts.append(f"per round > {fmt_bytes(self.max_leak_per_round)}")
         if self.max_leak is not None:
@@ -128,24 +132,34 @@ class GateResult:
                         + (f", {status}" if status != "complete" else "") + base)
 
 
+def is_rss_suspect(finding: dict) -> bool:
+    return finding.get("verdict") == SUSPECTED and finding.get("domain") == "rss"
+
+
 def evaluate(report: dict, baseline: dict | None = None, max_leak_per_round: int | None = None,
-             max_leak: int | None = None, *, source: str | None = None,
+             max_leak: int | None = None, *, max_rss_per_round: int | None = None, source: str | None = None,
              baseline_source: str | None = None) -> GateResult:
     """Gate one report. `baseline` is a "tracer.baseline/1" dict (see tracer.baseline); its ids are accepted."""
     validate_report(report, source or "report")
     accepted = accepted_by_id(baseline, baseline_source or "baseline") if baseline is not None else {}
-    limits = Limits(max_leak_per_round, max_leak)
+    limits = Limits(max_leak_per_round, max_leak,
+                    max_rss_per_round if max_rss_per_round is not None else max_leak_per_round)
     rounds = measured_rounds(report)
     checked = []
     for f in report["findings"]:
-        if f["verdict"] != LEAK:
+        if f["verdict"] != LEAK and not is_rss_suspect(f):
             continue
         per_round = bytes_per_round(f, rounds)
         entry = accepted.get(f["id"])
         over = limits.exceeded(per_round, f["bytes"])
+        if is_rss_suspect(f):
+            limit = limits.max_rss_per_round
+            over = [f"{fmt_bytes(per_round)}/round > {fmt_bytes(limit)}/round"] if limit is not None and per_round > limit else []
         if entry is not None:
             status, why = ACCEPTED, f"accepted by the baseline: {entry.get('reason') or 'no reason given'}"
-        elif limits.max_leak_per_round is None and limits.max_leak is None:
+        elif is_rss_suspect(f) and limits.max_rss_per_round is None:
+            status, why = OFFENDING, "RSS growth no allocation explains (no per-round limit set: it fails)"
+        elif not is_rss_suspect(f) and limits.max_leak_per_round is None and limits.max_leak is None:
             status, why = OFFENDING, "new leak (no limit set: any new leak fails)"
         elif over:
             status, why = OFFENDING, "new leak over the limit: " + "; ".join(over)

@@ -1,0 +1,297 @@
+"""RSS that allocations do not explain: which mappings grew, whose pages they are, and what is left.
+
+Pure functions over a capture's `smaps` events (the mapping table at every mark, as changed rows), the
+counters at the marks, the `allocator_trim` event of the final drain and the `rss_owners` event (the buffers
+the traced process found in grown mappings). Growth of a mapping is set against, in turn:
+
+- **first touch**: a buffer allocated before the baseline whose untouched pages are written during the rounds
+  (a preallocated KV cache or staging buffer filling up); bounded by the buffer's size, not a leak;
+- the **C heap in use** (glibc mallinfo2: every malloc, traced or not), for the heap, the arenas and the
+  anonymous mappings malloc makes for large blocks; host findings say which stacks those bytes are;
+- **bounded mappings**: file-backed pages (libraries, model files) and thread stacks, never more than their size;
+- **allocator retention**: pages the allocator keeps after free; `malloc_trim(0)` at the final drain returns
+  them, so they are measured, not guessed.
+
+What is left after the drain and the trim, growing at a leak rate over the rounds, is a `leak?` finding in
+domain `rss` that lists the grown mappings: memory no hook saw (a raw mmap, a native allocator of its own).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import statistics
+from dataclasses import dataclass, field
+
+from ..capture import Capture
+from ..units import mib
+from .findings import Finding
+from .verdicts import SUSPECTED, Thresholds
+
+HEAP_KINDS = ("heap", "arena", "anonymous")  # where malloc'd bytes live
+BOUNDED_KINDS = ("file", "thread stack", "stack", "special")  # can never grow past the mapping's size
+RSS_COMPONENT = "native memory (no allocation hook saw it)"
+MIN_RETENTION = 1 << 20
+MAX_LISTED = 8
+REMEDIES = [
+    "MALLOC_ARENA_MAX=2 (fewer glibc arenas: less memory kept per thread)",
+    "MALLOC_TRIM_THRESHOLD_=<bytes> (give freed memory at the top of the heap back sooner; "
+    "MALLOC_MMAP_THRESHOLD_ maps large blocks on their own, returned on free)",
+    "run under jemalloc or tcmalloc, as vLLM recommends on CPU (LD_PRELOAD; `tracer diff --allocator jemalloc` "
+    "confirms it)",
+]
+
+
+@dataclass
+class Mapping:
+    start: int
+    end: int
+    kind: str
+    path: str
+    rss: int
+
+    @property
+    def range(self) -> str:
+        return f"{self.start:x}-{self.end:x}"
+
+
+@dataclass
+class Table:
+    """The process's mappings at one mark."""
+
+    mark: str
+    index: int | None
+    maps: dict[int, Mapping]
+    seconds: float = 0.0
+
+    def rss_of(self, kinds: tuple[str, ...]) -> int:
+        return sum(m.rss for m in self.maps.values() if m.kind in kinds)
+
+
+def mapping_tables(capture: Capture) -> list[Table]:
+    """The full mapping table at every mark, rebuilt from the changed rows of each `smaps` event."""
+    current: dict[int, Mapping] = {}
+    out = []
+    for e in capture.of_type("smaps"):
+        if e.get("full"):
+            current = {}
+        for start in e.get("gone", []):
+            current.pop(start, None)
+        for start, end, kind, path, rss in e.get("rows", []):
+            current[start] = Mapping(start, end, kind, path, rss)
+        out.append(Table(e.get("mark"), e.get("index"), dict(current), e.get("seconds", 0.0)))
+    return out
+
+
+def grown(base: Table, now: Table) -> list[tuple[Mapping, int]]:
+    """(mapping, bytes grown) for every mapping of `now` whose RSS exceeds what the mappings of `base` that
+    start inside it (same kind) held: the kernel merges adjacent anonymous mappings and arenas grow in place, so
+    mappings are matched by address range, not by start alone."""
+    starts = sorted(base.maps)
+    out = []
+    for m in now.maps.values():
+        lo, hi = bisect.bisect_left(starts, m.start), bisect.bisect_left(starts, m.end)
+        before = sum(base.maps[s].rss for s in starts[lo:hi] if base.maps[s].kind == m.kind)
+        if m.rss > before:
+            out.append((m, m.rss - before))
+    return sorted(out, key=lambda x: -x[1])
+
+
+@dataclass
+class Owner:
+    """A buffer the traced process found in a grown mapping (a tensor storage, a numpy array)."""
+
+    path: str  # holder path, e.g. `myplugin.staging`
+    kind: str  # "tensor" or "ndarray"
+    address: int
+    nbytes: int
+    before_baseline: bool  # its mapping existed at the baseline
+
+    def inside(self, m: Mapping) -> bool:
+        """Whether the buffer has bytes in the mapping (a large buffer can span several mappings)."""
+        return m.start < self.address + self.nbytes and self.address < m.end
+
+
+def owners_of(capture: Capture) -> list[Owner]:
+    rows = capture.of_type("rss_owners")
+    return [Owner(**o) for o in rows[-1]["owners"]] if rows else []
+
+
+@dataclass
+class Accounting:
+    """RSS growth at one mark over the baseline, split by what explains it."""
+
+    mark: str
+    index: int | None
+    growth: int  # RSS of all mappings, net
+    by_kind: dict[str, int]
+    first_touch: int
+    heap_in_use: int  # growth of malloc's in-use bytes set against heap, arena and anonymous growth
+    bounded: int  # file-backed and stack pages
+    unexplained: int
+    grown: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"mark": self.mark, "index": self.index, "growth": self.growth, "by_kind": self.by_kind,
+                "first_touch": self.first_touch, "heap_in_use": self.heap_in_use, "bounded": self.bounded,
+                "unexplained": self.unexplained, "grown": self.grown}
+
+
+def account(base: Table, now: Table, heap_growth: int | None, owners: list[Owner], noise: int) -> Accounting:
+    """Split the growth of `now` over `base`: first touch of known buffers, the C heap's in-use growth,
+    bounded mappings, and the rest."""
+    kinds = sorted({m.kind for m in (*base.maps.values(), *now.maps.values())})
+    by_kind = {k: now.rss_of((k,)) - base.rss_of((k,)) for k in kinds}
+    first_touch = bounded = heap_side = 0
+    listed = []
+    for m, g in grown(base, now):
+        mine = [o for o in owners if o.inside(m)]
+        if m.kind in BOUNDED_KINDS:
+            bounded += g
+            why = "file-backed pages" if m.kind == "file" else f"{m.kind}, bounded by its size"
+        elif any(o.before_baseline for o in mine):
+            touched = min(g, sum(o.nbytes for o in mine if o.before_baseline))
+            first_touch += touched
+            heap_side += g - touched
+            why = "first touch of " + ", ".join(o.path for o in mine if o.before_baseline)
+        else:
+            heap_side += g
+            why = ("pages of " + ", ".join(o.path for o in mine)) if mine else ""
+        if g > noise and len(listed) < MAX_LISTED:
+            listed.append({"range": m.range, "kind": m.kind, "path": m.path, "grew": g, "rss": m.rss,
+                           **({"owner": why} if why else {})})
+    # the heap and the arenas shrink when trimmed; that must not hide growth of anonymous mappings elsewhere
+    heap_net = max(0, by_kind.get("heap", 0) + by_kind.get("arena", 0))
+    anon_net = max(0, by_kind.get("anonymous", 0) - first_touch)
+    in_use = max(heap_growth or 0, 0)
+    unexplained = max(0, min(heap_side, heap_net + anon_net) - in_use)
+    return Accounting(now.mark, now.index, sum(by_kind.values()), by_kind, first_touch,
+                      min(in_use, heap_side), bounded, unexplained, listed)
+
+
+def first_touch_rows(base: Table, rounds: list[Table], end: Table, owners: list[Owner]) -> list[dict]:
+    """Each buffer allocated before the baseline whose mapping grew: its bound (the buffer's size), the pages
+    touched at each round end, and whether the series is flattening (the second half grows less than the first)."""
+    out = []
+    for o in owners:
+        if not o.before_baseline:
+            continue
+
+        def resident(t: Table) -> int:
+            return sum(m.rss for m in t.maps.values() if o.inside(m))
+
+        series = [resident(t) for t in rounds]
+        steps = [b - a for a, b in zip([resident(base)] + series, series)]
+        half = len(steps) // 2
+        flattening = bool(half) and sum(steps[half:]) < sum(steps[:half]) * 0.5
+        out.append({"owner": o.path, "kind": o.kind, "bound": o.nbytes, "resident_at_baseline": resident(base),
+                    "resident_per_round": series, "resident_at_end": resident(end),
+                    "touched_fraction": round(min(resident(end) / o.nbytes, 1.0), 3) if o.nbytes else None,
+                    "flattening": flattening})
+    return out
+
+
+def retention(capture: Capture) -> dict | None:
+    """What the allocators kept after the final drain: RSS `malloc_trim(0)` returned, and glibc's arena state
+    before and after; on CUDA the reserved bytes `empty_cache` returned (see `gpu_retention`)."""
+    rows = capture.of_type("allocator_trim")
+    if not rows:
+        return None
+    e = rows[-1]
+    before, after = e["before"], e["after"]
+    out = {"trim_returned": before["rss_bytes"] - after["rss_bytes"], "rss_before_trim": before["rss_bytes"],
+           "rss_after_trim": after["rss_bytes"], "malloc_before": before.get("malloc"),
+           "malloc_after": after.get("malloc")}
+    free_before = (before.get("malloc") or {}).get("free_bytes", 0)
+    out["retained"] = max(out["trim_returned"], 0) >= MIN_RETENTION or free_before >= 4 * MIN_RETENTION
+    if out["retained"]:
+        out["remedies"] = REMEDIES
+    if e.get("gpu"):
+        out["gpu"] = gpu_retention(e["gpu"])
+    return out
+
+
+def gpu_retention(gpu: dict) -> dict:
+    """Reserved-but-free CUDA segments at the drain: what `empty_cache` gave back is allocator retention."""
+    before, after = gpu["before"], gpu["after"]
+    return {"reserved_before": before["reserved_bytes"], "reserved_after": after["reserved_bytes"],
+            "allocated": before["allocated_bytes"],
+            "empty_cache_returned": before["reserved_bytes"] - after["reserved_bytes"],
+            "free_in_segments_before": before["reserved_bytes"] - before["allocated_bytes"]}
+
+
+def gpu_outside_allocator(rows: list[dict]) -> list[dict]:
+    """Per row (a round or a mark with CUDA counters): device memory used outside PyTorch's caching allocator
+    (`mem_get_info` used minus `memory_reserved`: CUDA context, cuBLAS/cuDNN workspaces, NCCL, other libraries),
+    and the reserved bytes no tensor uses (free segments the caching allocator keeps)."""
+    out = []
+    for r in rows:
+        if r.get("gpu_used_bytes") is None or r.get("gpu_reserved_bytes") is None:
+            continue
+        out.append({"index": r.get("index"), "outside_allocator": r["gpu_used_bytes"] - r["gpu_reserved_bytes"],
+                    "reserved_free": r["gpu_reserved_bytes"] - (r.get("gpu_allocated_bytes") or 0)})
+    return out
+
+
+def is_leak_rate(series: list[int], th: Thresholds) -> tuple[bool, int, int]:
+    """(growing like a leak, median step, growing steps): the same test as host groups, on the unexplained RSS
+    at each round end (the baseline counts as 0)."""
+    steps = [b - a for a, b in zip([0] + series, series)]
+    if len(steps) < 2:
+        return False, 0, 0
+    growing = sum(1 for s in steps if s > th.noise)
+    rate = int(statistics.median(steps))
+    return rate >= th.min_per_round and growing / len(steps) >= th.min_growing_fraction, rate, growing
+
+
+def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds) -> Finding | None:
+    """The `leak?` finding: unexplained RSS that survives the drain and the trim and grew at a leak rate."""
+    if end is None or end.unexplained < th.min_total:
+        return None
+    series = [a.unexplained for a in per_round]
+    leaking, rate, growing = is_leak_rate(series, th)
+    if not leaking:
+        return None
+    mappings = [g for g in end.grown if g["kind"] in HEAP_KINDS and "first touch" not in g.get("owner", "")
+                and g["grew"] >= th.min_per_round]
+    reason = (f"RSS no allocation explains grows {mib(rate)}/round in {growing} of {len(series)} rounds and "
+              f"{mib(end.unexplained)} stay after the drain and malloc_trim(0); grown mappings: "
+              + ", ".join(f"{g['kind']} {g['range']} +{mib(g['grew'])}" for g in mappings[:4]))
+    key = "|".join(sorted({g["kind"] + (":" + g["path"].rsplit("/", 1)[-1] if g["path"] else "") for g in mappings}))
+    return Finding("rss", (), end.unexplained, 0, series, component=RSS_COMPONENT, verdict=SUSPECTED,
+                   details={"reason": reason, "mappings": mappings},
+                   key="r" + hashlib.sha1(f"rss:{key}".encode()).hexdigest()[:15])
+
+
+def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding | None]:
+    """The report's `rss` section and, when RSS grows like a leak with nothing to explain it, its finding."""
+    tables = mapping_tables(capture)
+    base = next((t for t in tables if t.mark == "baseline"), None)
+    if base is None:
+        return None, None
+    owners = owners_of(capture)
+    marks = {(m["name"], m.get("index")): m for m in capture.marks}
+    heap0 = marks.get(("baseline", None), {}).get("heap_bytes")
+
+    def heap_growth(t: Table) -> int | None:
+        h = marks.get((t.mark, t.index), {}).get("heap_bytes")
+        return h - heap0 if h is not None and heap0 is not None else None
+
+    rounds = [t for t in tables if t.mark == "round"]
+    per_round = [account(base, t, heap_growth(t), owners, th.noise) for t in rounds]
+    drained = next((t for t in tables if t.mark == "drained"), None)
+    end = account(base, drained, heap_growth(drained), owners, th.noise) if drained else None
+    finding = rss_finding(per_round, end, th) if end is not None else None
+    reads = [t.seconds for t in tables]
+    section = {
+        "per_round": [a.as_dict() for a in per_round],
+        "after_drain": end.as_dict() if end else None,
+        "first_touch": first_touch_rows(base, rounds, drained or (rounds[-1] if rounds else base), owners),
+        "retention": retention(capture),
+        "mappings_at_baseline": len(base.maps),
+        "read_seconds_median": round(statistics.median(reads), 4) if reads else None,
+    }
+    gpu = gpu_outside_allocator([m for m in capture.marks if m["name"] in ("baseline", "round")])
+    if gpu:
+        section["gpu"] = gpu
+    return section, finding
