@@ -9,6 +9,8 @@ Layout (paths relative to the capture directory):
                   (`snapshot`, with its stream's role and file), so an interrupted or crashed run keeps what it did
   <role>/         each process's stream files (e.g. main/host.memray, main/gpu/*.pickle.gz)
   holders.json    finding id -> reference paths that keep its leaked objects alive (absent without leaks)
+  cycles.json     the garbage just before the final drain's collection: object types, reference-cycle shapes
+                  (path, types, owned addresses), and which finding each shape holds (tracer.record.cycles)
   engine.log      what the workload printed (vLLM's log), when tracer ran it in a child process
 
 Captures of schema tracer.capture/1 (one process: host.memray and gpu/ at the top, `gpu_snapshot` events) are
@@ -30,6 +32,7 @@ READABLE_SCHEMAS = ("tracer.capture/1", SCHEMA)
 MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 HOLDERS = "holders.json"
+CYCLES = "cycles.json"
 ENGINE_LOG = "engine.log"
 MAIN_ROLE = "main"
 
@@ -145,6 +148,10 @@ class Capture:
 
     def holders(self) -> dict[str, list[str]]:
         path = self.dir / HOLDERS
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def cycles(self) -> dict:
+        path = self.dir / CYCLES
         return json.loads(path.read_text()) if path.exists() else {}
 
     def snapshot_files(self, role: str = MAIN_ROLE) -> dict[str, Path]:

@@ -110,6 +110,15 @@ def test_growth_only_the_collector_releases_is_a_cycle():
     f.details["released_by"] = {"mm_cache": 0, "encoder_cache": 0, "gc": 8 * MiB}
     v, reason = classify(f, Thresholds(), True)
     assert v == CYCLE and "garbage collector" in reason
+    # a cache (vLLM's processor cache) also holds it: its reset drops one reference, the collector frees the
+    # rest; the last round's worth is still in use after the drain
+    shared = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=1)
+    shared.details["released_by"] = {"mm_cache": 4 * MiB, "gc": 3 * MiB}
+    assert verdict(shared) == CYCLE
+    # the collector freed about one round's worth: garbage of the last round, not a pile-up
+    last = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=0)
+    last.details["released_by"] = {"mm_cache": 7 * MiB, "gc": 1 * MiB}
+    assert verdict(last) == CACHE
 
 
 def test_a_cache_the_collector_frees_once_filled_is_a_cache_not_a_cycle():

@@ -62,13 +62,16 @@ def gate_options(fn):
     fn = click.option("--max-leak-per-round", "max_leak_per_round", type=SIZE, default=None,
                       help="Fail on a new leak growing more than this per round (e.g. '1 MiB'). "
                            "With neither limit, any new leak fails.")(fn)
+    fn = click.option("--accept-cycles", is_flag=True,
+                      help="Reference-cycle findings (verdict cycle) do not fail the gate; by default they do.")(fn)
     fn = click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
                       help="Baseline file (tracer baseline): leak findings it accepts do not fail the gate.")(fn)
     return fn
 
 
 def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: Path | None, max_leak_per_round,
-              max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False) -> int:
+              max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False,
+              accept_cycles: bool = False) -> int:
     """Gate a report and print the outcome; returns the exit code (0 pass, 1 fail)."""
     import sys
 
@@ -76,7 +79,7 @@ def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: P
     from ..output.gate.formats import emit
 
     result = evaluate(report, baseline, max_leak_per_round, max_leak, source=source,
-                      baseline_source=str(baseline_file) if baseline_file else None)
+                      baseline_source=str(baseline_file) if baseline_file else None, accept_cycles=accept_cycles)
     for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
                      junit_file=junit_file):
         click.echo(f"[tracer] gate: wrote {path}", err=True)

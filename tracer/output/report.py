@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..analysis.analyze import Analysis
-from ..analysis.verdicts import CACHE, LEAK
+from ..analysis.verdicts import REPORTED
 from ..capture import COUNTERS
 from ..json_files import write_json_atomic
 from .flamegraph import write_flamegraph
@@ -23,8 +23,8 @@ MAX_TRANSIENT = 20
 def build_report(a: Analysis) -> dict:
     run = a.capture.manifest.get("run", {})
     versions = run.get("versions", {})
-    kept = [f for f in a.findings if f.verdict in (LEAK, CACHE)]
-    rest = [f for f in a.findings if f.verdict not in (LEAK, CACHE)]
+    kept = [f for f in a.findings if f.verdict in REPORTED]
+    rest = [f for f in a.findings if f.verdict not in REPORTED]
     return {
         "schema": REPORT_SCHEMA,
         "status": a.capture.status,

@@ -6,7 +6,7 @@ import json
 
 from ..analysis.findings import Finding
 from ..analysis.stacks import owner_index, short_path
-from ..analysis.verdicts import CACHE, LEAK
+from ..analysis.verdicts import CACHE, CYCLE, LEAK, REPORTED, SUSPECTED
 from ..own_frames import driver_start
 from ..units import mib
 
@@ -38,6 +38,18 @@ def _finding_md(f: Finding) -> list[str]:
         out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
     for path in f.details.get("holders", []):
         out.append(f"- held by: `{path}`")
+    if f.details.get("no_holder"):
+        out.append(f"- no holder named: {f.details['no_holder']}")
+    cycle = f.details.get("cycle") or {}
+    if cycle.get("path"):
+        types = ", ".join(f"{name} {n}" for name, n in cycle.get("types", {}).items())
+        out.append(f"- reference cycle: `{cycle['path']}` ({cycle.get('cycles')} such cycles in the garbage, "
+                   f"keeping {cycle.get('objects')} objects: {types})")
+    elif cycle.get("why_no_path"):
+        out.append(f"- reference cycle not named: {cycle['why_no_path']}")
+    if f.details.get("released_by"):
+        out.append("- released by each drain step: " + ", ".join(
+            f"{step} {mib(b)}" for step, b in f.details["released_by"].items()))
     if f.details.get("in_graph_pool"):
         out.append("- in a CUDA-graph private pool")
     out += ["", "```", *stack_lines(f), "```", ""]
@@ -91,12 +103,19 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
                       f"{'FAIL' if check['would_fail'] else 'pass'}: peak RSS {mib(check['maxrss_growth'])}"
                       + (f", device used {mib(check['gpu_used_growth'])}" if "gpu_used_growth" in check else "")
                       + "; it names no allocation."]
-    for title, group in (("Leaks", leaks), ("Caches (released by the drain or bounded)", caches)):
+    cycles = [f for f in findings if f.verdict == CYCLE]
+    suspected = [f for f in findings if f.verdict == SUSPECTED]
+    if cycles:
+        lines += [f"{len(cycles)} reference-cycle finding(s) totalling "
+                  f"{mib(sum(f.details.get('undrained_bytes', f.bytes) for f in cycles))} before the final collection.", ""]
+    for title, group in (("Leaks", leaks), ("Reference cycles (only the garbage collector frees them)", cycles),
+                         ("Suspected leaks (a drain step is missing)", suspected),
+                         ("Caches (released by the drain or bounded)", caches)):
         if group:
             lines += ["", f"## {title}", ""]
             for f in group[:10]:
                 lines += _finding_md(f)
-    rest = [f for f in findings if f.verdict not in (LEAK, CACHE)][:5]
+    rest = [f for f in findings if f.verdict not in REPORTED][:5]
     if rest:
         lines += ["", "## Largest other survivors (transient)", ""]
         for f in rest:

@@ -189,29 +189,62 @@ def gpu_ranges(snapshot_path, ids: set[str], role: str | None = None) -> list[tu
             if (fid := fingerprint("gpu", b.stack, role=role)) in ids]
 
 
+def allocated_ranges(memray_path, sources: dict[tuple[int, int], str]) -> list[tuple[int, int, str]]:
+    """Every address the given groups allocated during the capture (the last allocation at each address), freed
+    or not: a cycle's memory is freed by the final collection, after its owners were described."""
+    import memray
+
+    seen: dict[int, tuple[int, str]] = {}
+    reader = memray.FileReader(str(memray_path))
+    for rec in reader.get_allocation_records():
+        tag = sources.get((rec.stack_id, rec.native_stack_id))
+        if tag is not None and rec.size:
+            seen[rec.address] = (rec.size, tag)
+    reader.close()
+    return [(address, size, tag) for address, (size, tag) in seen.items()]
+
+
+def match_cycles(garbage: dict, ranges: AddressRanges) -> dict[str, int]:
+    """Finding id -> index of the cycle shape in `garbage` whose objects own the most of its addresses."""
+    votes: dict[str, dict[int, int]] = {}
+    for k, shape in enumerate(garbage.get("cycles", [])):
+        for address in shape.get("addresses", []):
+            tag = ranges.find(address)
+            if tag is not None:
+                votes.setdefault(tag, {}).setdefault(k, 0)
+                votes[tag][k] += 1
+    return {tag: max(counts, key=counts.get) for tag, counts in votes.items()}
+
+
 def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = None,
                    rules_file: str | None = None, role: str = MAIN_ROLE) -> dict[str, list[str]]:
-    """Analyse the capture so far with the run's own thresholds and rules, and for every leak finding of this
-    process find who holds it; writes holders.json."""
+    """Analyse the capture so far with the run's own thresholds and rules; for every leak finding of this process
+    find who holds it (holders.json), and tie every cycle finding to the cycle shape that held its memory
+    (cycles.json)."""
     from ..analysis.analyze import analyze
     from ..analysis.components import load_rules
-    from ..analysis.verdicts import LEAK, Thresholds
-    from ..capture import HOLDERS, read_capture
+    from ..analysis.verdicts import CYCLE, LEAK, Thresholds
+    from ..capture import CYCLES, HOLDERS, read_capture
     from ..json_files import write_json_atomic
 
     capture = read_capture(capture_dir)
     rules = load_rules(rules_file) if rules_file else ()
     own_role = role if capture.several_processes else None
-    leaks = [f for f in analyze(capture, Thresholds(**(thresholds or {})), rules).findings
-             if f.verdict == LEAK and f.role == own_role]
+    findings = [f for f in analyze(capture, Thresholds(**(thresholds or {})), rules).findings if f.role == own_role]
+    leaks = [f for f in findings if f.verdict == LEAK]
+    cycles = [f for f in findings if f.verdict == CYCLE and f.domain == "host"]
+    memray_files = [p for stream in capture.streams_of("memray")
+                    if stream.role == role and (p := capture.stream_file(stream)) is not None]
+    garbage = capture.cycles()
+    if cycles and garbage.get("cycles"):
+        sources = {src: f.id for f in cycles for src in f.sources}
+        ranges = [r for path in memray_files for r in allocated_ranges(path, sources)]
+        garbage["findings"] = match_cycles(garbage, AddressRanges(ranges))
+        write_json_atomic(capture.dir / CYCLES, garbage)
     if not leaks:
         return {}
     sources = {src: f.id for f in leaks if f.domain == "host" for src in f.sources}
-    host = []
-    for stream in capture.streams_of("memray"):
-        path = capture.stream_file(stream)
-        if stream.role == role and sources and path is not None:
-            host += host_ranges(path, sources)
+    host = [r for path in memray_files if sources for r in host_ranges(path, sources)]
     snapshots = capture.snapshot_files(role)
     final = snapshots.get("drained") or next(reversed(capture.round_snapshot_files(role)), None)
     gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
