@@ -9,6 +9,7 @@ Layout (paths relative to the capture directory):
                   (`snapshot`, with its stream's role and file), so an interrupted or crashed run keeps what it did
   <role>/         each process's stream files (e.g. main/host.memray, main/gpu/*.pickle.gz)
   holders.json    finding id -> reference paths that keep its leaked objects alive (absent without leaks)
+  holder_misses.json  finding id -> why no holder chain was found for that leak
   cycles.json     the garbage just before the final drain's collection: object types, reference-cycle shapes
                   (path, types, owned addresses), and which finding each shape holds (tracer.record.cycles)
   engine.log      what the workload printed (vLLM's log), when tracer ran it in a child process
@@ -32,6 +33,7 @@ READABLE_SCHEMAS = ("tracer.capture/1", SCHEMA)
 MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 HOLDERS = "holders.json"
+HOLDER_MISSES = "holder_misses.json"
 CYCLES = "cycles.json"
 ENGINE_LOG = "engine.log"
 MAIN_ROLE = "main"
@@ -148,6 +150,10 @@ class Capture:
 
     def holders(self) -> dict[str, list[str]]:
         path = self.dir / HOLDERS
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def holder_misses(self) -> dict[str, str]:
+        path = self.dir / HOLDER_MISSES
         return json.loads(path.read_text()) if path.exists() else {}
 
     def cycles(self) -> dict:

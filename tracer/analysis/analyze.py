@@ -89,6 +89,11 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     apply_verdicts(findings, thresholds, drained=drained,
                    missing_steps=tuple(capture.run.get("missing_drain_steps") or ()))
     notes += describe_cycles(capture, findings)
+    misses = capture.holder_misses()
+    for f in findings:
+        if f.verdict == LEAK and "holders" not in f.details:
+            f.details["no_holder"] = misses.get(f.id, "no holder search ran for this finding (--no-holders, an "
+                                                      "interrupted run, or other thresholds than the run's)")
     findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))
     growth = growth_table(capture)
     return Analysis(capture, findings, growth, vllm_check(capture),

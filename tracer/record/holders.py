@@ -21,6 +21,7 @@ from collections import deque
 from ..capture import MAIN_ROLE
 
 MAX_PATHS = 3
+NATIVE_CALLS = {"_ctypes_callproc", "PyCFuncPtr_call"}  # a Python call straight into a native function
 
 
 class AddressRanges:
@@ -59,7 +60,49 @@ def _addresses(obj) -> list[tuple[str, int]]:
         out.append(("host", obj.__array_interface__["data"][0]))
     elif kind is bytearray and len(obj):
         out.append(("host", ctypes.addressof((ctypes.c_char * 1).from_buffer(obj))))
+    elif _CPYTHON_LAYOUT:
+        out += [("host", a) for a in container_storage(obj)]
     return out
+
+
+# CPython 3.11-3.13 (with the GIL) object layouts, read with ctypes: the header is refcount and type (16 bytes),
+# variable-size objects add ob_size (24).
+_CPYTHON_LAYOUT = (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (3, 13)
+                   and getattr(sys, "_is_gil_enabled", lambda: True)())
+_LIST_ITEMS = 24  # PyListObject.ob_item
+_DICT_KEYS, _DICT_VALUES = 32, 40  # PyDictObject.ma_keys, ma_values
+_DEQUE_LEFT, _DEQUE_RIGHT = 24, 32  # dequeobject.leftblock, rightblock
+_DEQUE_BLOCK_LINK = 8 + 64 * 8  # block.rightlink, after leftlink and 64 item pointers
+_MAX_DEQUE_BLOCKS = 10_000
+
+
+def container_storage(obj) -> list[int]:
+    """Addresses of the memory a builtin container keeps outside its object header: a list's item array, a
+    dict's key table and values, an array.array's buffer, a deque's blocks. A growing list of ints is one
+    realloc'd item array; this lets it be named as a holder."""
+    kind = type(obj)
+    if kind is list:
+        return _pointer(obj, _LIST_ITEMS) if len(obj) else []
+    if kind is dict:
+        return _pointer(obj, _DICT_KEYS) + _pointer(obj, _DICT_VALUES)
+    if kind.__name__ == "array" and kind.__module__ == "array":
+        return [obj.buffer_info()[0]] if len(obj) else []
+    if kind is deque:
+        blocks, block, last = [], _read_pointer(id(obj) + _DEQUE_LEFT), _read_pointer(id(obj) + _DEQUE_RIGHT)
+        while block and len(blocks) < _MAX_DEQUE_BLOCKS:
+            blocks.append(block)
+            block = 0 if block == last else _read_pointer(block + _DEQUE_BLOCK_LINK)
+        return blocks
+    return []
+
+
+def _read_pointer(address: int) -> int:
+    return ctypes.c_void_p.from_address(address).value or 0
+
+
+def _pointer(obj, offset: int) -> list[int]:
+    value = _read_pointer(id(obj) + offset)
+    return [value] if value else []
 
 
 def _children(obj):
@@ -116,15 +159,17 @@ def named_roots(extra: dict | None = None) -> list[tuple[str, object]]:
 
 
 def find_holders(host: AddressRanges, gpu: AddressRanges, roots: list[tuple[str, object]],
-                 max_objects: int = 3_000_000, max_seconds: float = 60.0) -> dict[str, list[str]]:
-    """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory."""
+                 max_objects: int = 3_000_000, max_seconds: float = 60.0,
+                 stats: dict | None = None) -> dict[str, list[str]]:
+    """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory. `stats`,
+    when given, gets how many objects the walk visited and whether it saw every object reachable from the roots."""
     ranges = {"host": host, "gpu": gpu}
     with warnings.catch_warnings():  # reading attributes trips deprecation warnings in some libraries
         warnings.simplefilter("ignore")
-        return _walk(ranges, roots, max_objects, max_seconds)
+        return _walk(ranges, roots, max_objects, max_seconds, stats if stats is not None else {})
 
 
-def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float):
+def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float, stats: dict):
     found: dict[str, list[str]] = {}
     seen: set[int] = set()
     queue = deque()
@@ -155,6 +200,7 @@ def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_s
             if id(child) not in seen:
                 seen.add(id(child))
                 queue.append((child, path + label))
+    stats.update(visited=visited, exhausted=not queue)
     return found
 
 
@@ -224,7 +270,7 @@ def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = Non
     from ..analysis.analyze import analyze
     from ..analysis.components import load_rules
     from ..analysis.verdicts import CYCLE, LEAK, Thresholds
-    from ..capture import CYCLES, HOLDERS, read_capture
+    from ..capture import CYCLES, HOLDER_MISSES, HOLDERS, read_capture
     from ..json_files import write_json_atomic
 
     capture = read_capture(capture_dir)
@@ -249,6 +295,24 @@ def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = Non
     final = snapshots.get("drained") or next(reversed(capture.round_snapshot_files(role)), None)
     gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
     gpu = gpu_ranges(final, gpu_ids, own_role) if gpu_ids and final else []
-    holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots))
+    stats: dict = {}
+    holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots), stats=stats)
     write_json_atomic(capture.dir / HOLDERS, holders)
+    live = {tag for _, _, tag in host + gpu}
+    write_json_atomic(capture.dir / HOLDER_MISSES, {f.id: why_no_holder(f, f.id in live, stats)
+                                                    for f in leaks if f.id not in holders})
     return holders
+
+
+def why_no_holder(finding, live: bool, stats: dict) -> str:
+    """Why a leak has no holder chain, in a reader's words."""
+    if not live:
+        return "freed before the search: none of its allocations was still live when the run ended"
+    owner = finding.owner
+    if owner is None or not owner.file.endswith(".py") or any(fr.function in NATIVE_CALLS for fr in finding.stack):
+        return ("native memory: allocated by native code for itself, not as the storage of a Python object the "
+                "search knows (tensor storage, buffer, container storage)")
+    if not stats.get("exhausted", False):
+        return f"no path from a named root within the {stats.get('visited', 0)} objects the search had time for"
+    return (f"no path from a named root: all {stats.get('visited', 0)} reachable objects were searched (held only "
+            "by objects the search cannot see into, e.g. native state or a C extension)")
