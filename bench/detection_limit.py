@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tracer.analysis.analyze import analyze  # noqa: E402
-from tracer.analysis.verdicts import LEAK  # noqa: E402
+from tracer.analysis.verdicts import LEAK, Thresholds  # noqa: E402
 from tracer.capture import CaptureWriter, read_capture  # noqa: E402
 from tracer.record.driver import Driver, RunPlan, TracingOptions, run_rounds  # noqa: E402
 from tracer.record.session import load_preload  # noqa: E402
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB", help="bytes kept per encoder output")
+    parser.add_argument("--min-leak-per-round", default="64KiB", help="analysis threshold, as tracer diff's")
+    parser.add_argument("--min-leak", default="256KiB", help="analysis threshold, as tracer diff's")
     args = parser.parse_args()
     load_preload(str(PLANT))
     plant = sys.modules[PLANT.stem]
@@ -45,6 +47,7 @@ def main() -> None:
     engine.round(0)()  # warmup, once for all sizes
     tracing = TracingOptions()
     domain = "gpu" if tracing.gpu_enabled() else "host"
+    thresholds = Thresholds(parse_size(args.min_leak_per_round), parse_size(args.min_leak))
     rows = []
     for size_text in args.sizes.split(","):
         size = parse_size(size_text)
@@ -57,7 +60,7 @@ def main() -> None:
         leaked_per_round = sum(t.numel() * t.element_size() for t in plant._kept) / args.rounds
         plant._kept.clear()
         plant._limit = 0
-        result = analyze(read_capture(capture_dir))
+        result = analyze(read_capture(capture_dir), thresholds)
         leaks = [f for f in result.findings if f.verdict == LEAK]
         planted = [f for f in result.findings if f.domain == domain
                    and any(fr.function == "keep_encoder_outputs" for fr in f.stack)]
@@ -67,7 +70,8 @@ def main() -> None:
         rows.append((size_text, leaked_per_round, verdict, rank, others))
         print(f"[limit] {size_text}: {leaked_per_round / 1024:.1f} KiB/round -> {verdict}, rank {rank}, "
               f"{others} other leak(s)", file=sys.stderr, flush=True)
-    print(f"model {args.model}, {args.rounds} rounds, domain {domain}, default thresholds")
+    print(f"model {args.model}, {args.rounds} rounds, domain {domain}, --min-leak-per-round "
+          f"{args.min_leak_per_round} --min-leak {args.min_leak}")
     print("| kept per output | leaked per round | planted group | rank among leaks | other leak verdicts |")
     print("|---|---|---|---|---|")
     for size_text, per_round, verdict, rank, others in rows:

@@ -9,6 +9,9 @@ Layout (paths relative to the capture directory):
                   (`snapshot`, with its stream's role and file), so an interrupted or crashed run keeps what it did
   <role>/         each process's stream files (e.g. main/host.memray, main/gpu/*.pickle.gz)
   holders.json    finding id -> reference paths that keep its leaked objects alive (absent without leaks)
+  holder_misses.json  finding id -> why no holder chain was found for that leak
+  cycles.json     the garbage just before the final drain's collection: object types, reference-cycle shapes
+                  (path, types, owned addresses), and which finding each shape holds (tracer.record.cycles)
   engine.log      what the workload printed (vLLM's log), when tracer ran it in a child process
 
 Captures of schema tracer.capture/1 (one process: host.memray and gpu/ at the top, `gpu_snapshot` events) are
@@ -38,6 +41,8 @@ READABLE_SCHEMAS = ("tracer.capture/1", SCHEMA)
 MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 HOLDERS = "holders.json"
+HOLDER_MISSES = "holder_misses.json"
+CYCLES = "cycles.json"
 ENGINE_LOG = "engine.log"
 MAIN_ROLE = "main"
 
@@ -161,6 +166,29 @@ class Capture:
             return {}
         where = str(self.dir / HOLDERS)
         return check_holders(parse_json(read_inside(self.dir, HOLDERS, HOLDERS), where), where)
+
+    def _read_json(self, name: str):
+        """A JSON file of the capture (a regular file inside it), or None when there is none."""
+        if not os.path.lexists(self.dir / name):
+            return None
+        return parse_json(read_inside(self.dir, name, name), str(self.dir / name))
+
+    def holder_misses(self) -> dict[str, str]:
+        """Finding id -> why no holder was named."""
+        data = self._read_json(HOLDER_MISSES)
+        if data is None:
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise UsageError(f"{self.dir / HOLDER_MISSES}: not a map of finding id to a reason (text)")
+        return data
+
+    def cycles(self) -> dict:
+        """The garbage described before the final collection: objects, types, cycle shapes, and which finding
+        each shape holds."""
+        data = self._read_json(CYCLES)
+        if data is None:
+            return {}
+        return check_cycles(data, str(self.dir / CYCLES))
 
     def snapshot_files(self, role: str = MAIN_ROLE) -> dict[str, Path]:
         """Snapshot file of a process by mark: "baseline", "round:<index>", "drained". Each is a regular file inside
@@ -307,8 +335,35 @@ def _check_rss_owners(row: dict, where: str) -> dict:
     return row
 
 
-# Checks of the event kinds the RSS analysis reads.
-_CHECKS = {"smaps": _check_smaps, "allocator_trim": _check_allocator_trim, "rss_owners": _check_rss_owners}
+def _counts_by_name(value: object) -> bool:
+    return isinstance(value, dict) and all(_is_count(v) for v in value.values())
+
+
+def check_cycles(data: object, where: str) -> dict:
+    shapes = data.get("cycles", []) if isinstance(data, dict) else None
+    if not isinstance(shapes, list) or not _counts_by_name(data.get("types", {})) or not all(
+            isinstance(c, dict) and isinstance(c.get("path"), str) and _counts_by_name(c.get("types", {}))
+            and all(_is_count(c.get(k, 0)) for k in ("cycles", "objects", "bytes"))
+            and isinstance(c.get("addresses", []), list) and all(_is_count(a) for a in c.get("addresses", []))
+            for c in shapes):
+        raise UsageError(f"{where}: not a description of reference cycles (cycles with path, counts, types)")
+    owners = data.get("findings", {})
+    if not isinstance(owners, dict) or not all(_is_int(v) and 0 <= v < len(shapes) for v in owners.values()):
+        raise UsageError(f"{where}: findings must map finding ids to indexes of its cycles")
+    return data
+
+
+# Checks of the event kinds the RSS and cycle analyses read.
+def _check_gc_during_rounds(row: dict, where: str) -> dict:
+    for key in ("collections", "collected"):
+        value = row.get(key)
+        if not isinstance(value, list) or len(value) != 3 or not all(_is_count(v) for v in value):
+            raise UsageError(f"{where}: gc_during_rounds event without {key} (three counts)")
+    return row
+
+
+_CHECKS = {"smaps": _check_smaps, "allocator_trim": _check_allocator_trim, "rss_owners": _check_rss_owners,
+           "gc_during_rounds": _check_gc_during_rounds}
 
 
 def check_streams(streams: object, where: str) -> list[Stream]:

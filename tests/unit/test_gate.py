@@ -296,3 +296,18 @@ def test_malformed_baseline_exits_2(content, needle, tmp_path):
                  ["diff", "--gate", "--baseline", str(baseline), "--out", str(tmp_path / "out")]):
         assert_usage_error(run_tracer(*args), needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_reference_cycles_fail_the_gate_unless_accepted():
+    r = report(finding("h1", "cycle", per_round=1 * MiB), finding("h2", "leak?", per_round=1 * MiB), verdict="leak")
+    failed = evaluate(r)
+    assert not failed.passed and [c.id for c in failed.offenders] == ["h1"]
+    assert "reference cycle" in failed.offenders[0].why
+    assert evaluate(r, accept_cycles=True).passed
+
+
+def test_gate_command_accepts_cycles_on_request(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report(finding("h1", "cycle"), verdict="leak")))
+    assert run_tracer("gate", str(path)).returncode == 1
+    assert run_tracer("gate", str(path), "--accept-cycles").returncode == 0

@@ -61,3 +61,58 @@ def test_module_globals_are_named_roots():
 
 def test_nothing_to_find():
     assert find_holders(AddressRanges([]), AddressRanges([]), [("x", [1, 2, 3])]) == {}
+
+
+def test_container_storage_is_owned_by_its_container():
+    """The item array of a list, a dict's key table, an array.array's buffer and a deque's blocks are separate
+    allocations from the objects; each is named by the container holding it."""
+    import array
+    from collections import deque
+
+    from tracer.record.holders import container_storage
+
+    ints = list(range(5000))  # item array: 40,000 bytes of pointers
+    table = {k: k for k in range(5000)}
+    numbers = array.array("q", range(5000))
+    blocks = deque(range(500))  # 8 blocks of 64 items
+    owned = {name: container_storage(obj) for name, obj in
+             (("list", ints), ("dict", table), ("array", numbers), ("deque", blocks))}
+    assert all(owned.values()), owned
+    assert owned["array"] == [numbers.buffer_info()[0]]
+    assert len(owned["deque"]) == 8
+    assert container_storage([]) == [] and container_storage("text") == []
+    host = AddressRanges([(owned["list"][0], 5000 * 8, "hlist"), (owned["dict"][0], 4096, "hdict"),
+                          (owned["deque"][-1], 520, "hdeque")])
+    found = find_holders(host, AddressRanges([]), [("mod.kv", {"new_block_ids": ints, "table": table}),
+                                                   ("mod.queue", blocks)])
+    assert found == {"hlist": ["mod.kv['new_block_ids']"], "hdict": ["mod.kv['table']"], "hdeque": ["mod.queue"]}
+
+
+def test_a_list_growing_by_realloc_is_found_at_its_current_item_array():
+    grown = [0] * 10
+    before = container_storage_of(grown)
+    grown.extend(range(100_000))
+    after = container_storage_of(grown)
+    assert after != before
+    found = find_holders(AddressRanges([(after, 8 * len(grown), "h")]), AddressRanges([]), [("mod.ids", grown)])
+    assert found == {"h": ["mod.ids"]}
+
+
+def container_storage_of(obj) -> int:
+    from tracer.record.holders import container_storage
+
+    return container_storage(obj)[0]
+
+
+def test_why_no_holder_names_the_cause():
+    from tracer.analysis.findings import Finding
+    from tracer.analysis.stacks import Frame
+    from tracer.record.holders import why_no_holder
+
+    python = Finding("host", (Frame("keep", "/src/plugin.py", 3),), 1, 1)
+    native = Finding("host", (Frame("malloc", "libc.so.6", 0), Frame("_ctypes_callproc", "_ctypes.so", 0),
+                              Frame("leak", "/src/plugin.py", 9)), 1, 1)
+    assert why_no_holder(python, False, {}).startswith("freed before the search")
+    assert why_no_holder(native, True, {"visited": 10, "exhausted": True}).startswith("native memory")
+    assert "within the 500 objects" in why_no_holder(python, True, {"visited": 500, "exhausted": False})
+    assert "all 900 reachable objects" in why_no_holder(python, True, {"visited": 900, "exhausted": True})

@@ -3,7 +3,7 @@ heap explains, allocator retention, GPU memory outside PyTorch, and the `leak?` 
 
 from pathlib import Path
 
-from tracer.analysis.rss import (Mapping, Owner, Table, account, first_touch_rows, gpu_outside_allocator,
+from tracer.analysis.rss import (LISTED_GROWTH, Mapping, Owner, Table, account, first_touch_rows, gpu_outside_allocator,
                                  gpu_retention, grown, mapping_tables, retention, rss_analysis, rss_finding)
 from tracer.analysis.verdicts import SUSPECTED, Thresholds
 from tracer.capture import Capture
@@ -44,9 +44,9 @@ def test_merged_anonymous_mapping_is_matched_by_range():
 def test_heap_growth_covered_by_malloc_in_use_is_explained():
     base = table("baseline", None, Mapping(0x1000, 0x100000, HEAP, "[heap]", 100 * MiB))
     now = table("round", 1, Mapping(0x1000, 0x200000, HEAP, "[heap]", 110 * MiB))
-    a = account(base, now, heap_growth=10 * MiB, owners=[], noise=TH.noise)
+    a = account(base, now, heap_growth=10 * MiB, owners=[], noise=LISTED_GROWTH)
     assert a.growth == 10 * MiB and a.heap_in_use == 10 * MiB and a.unexplained == 0
-    b = account(base, now, heap_growth=2 * MiB, owners=[], noise=TH.noise)
+    b = account(base, now, heap_growth=2 * MiB, owners=[], noise=LISTED_GROWTH)
     assert b.unexplained == 8 * MiB  # freed memory the heap keeps (or malloc nobody traced): before the trim
 
 
@@ -54,7 +54,7 @@ def test_trimmed_heap_does_not_hide_anonymous_growth():
     base = table("baseline", None, Mapping(0x1000, 0x100000, HEAP, "[heap]", 100 * MiB))
     now = table("drained", None, Mapping(0x1000, 0x100000, HEAP, "[heap]", 70 * MiB),
                 Mapping(0x7F0000000000, 0x7F0003000000, ANON, "", 48 * MiB))
-    a = account(base, now, heap_growth=0, owners=[], noise=TH.noise)
+    a = account(base, now, heap_growth=0, owners=[], noise=LISTED_GROWTH)
     assert a.unexplained == 48 * MiB
     assert a.grown[0]["range"] == "7f0000000000-7f0003000000" and a.grown[0]["grew"] == 48 * MiB
 
@@ -64,7 +64,7 @@ def test_first_touch_is_bounded_by_the_buffer_and_explained():
     m = lambda rss: Mapping(0x7F0000000000, 0x7F0010001000, ANON, "", rss)  # noqa: E731
     base = table("baseline", None, m(24 * MiB))
     rounds = [table("round", k, m((24 + 24 * k) * MiB)) for k in range(1, 7)]
-    a = account(base, rounds[-1], heap_growth=0, owners=[staging], noise=TH.noise)
+    a = account(base, rounds[-1], heap_growth=0, owners=[staging], noise=LISTED_GROWTH)
     assert a.first_touch == 144 * MiB and a.unexplained == 0 and "first touch of plugin.staging" in a.grown[0]["owner"]
     (row,) = first_touch_rows(base, rounds, rounds[-1], [staging])
     assert row["bound"] == 256 * MiB and row["resident_per_round"][-1] == 168 * MiB
@@ -76,7 +76,7 @@ def test_first_touch_is_bounded_by_the_buffer_and_explained():
 def accounting(unexplained_series, end):
     base = table("baseline", None)
     make = lambda mark, i, u: account(  # noqa: E731
-        base, table(mark, i, Mapping(0x7F0000000000, 0x7F1000000000, ANON, "", u)), 0, [], TH.noise)
+        base, table(mark, i, Mapping(0x7F0000000000, 0x7F1000000000, ANON, "", u)), 0, [], LISTED_GROWTH)
     return [make("round", i, u) for i, u in enumerate(unexplained_series)], make("drained", None, end)
 
 

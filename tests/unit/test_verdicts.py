@@ -7,7 +7,8 @@ import pytest
 from tracer.analysis.components import NATIVE_KERNELS
 from tracer.analysis.findings import Finding
 from tracer.analysis.stacks import Frame
-from tracer.analysis.verdicts import CACHE, LEAK, TRANSIENT, Thresholds, classify
+from tracer.analysis.trend import trend
+from tracer.analysis.verdicts import CACHE, CYCLE, LEAK, SUSPECTED, TRANSIENT, Thresholds, apply_verdicts, classify, undecided
 
 KiB, MiB = 1024, 1024 * 1024
 STACK = (Frame("keep", "/src/plugin.py", 3),)
@@ -82,3 +83,81 @@ def test_one_round_judges_by_size_alone(series, expected):
 def test_without_a_drain_the_series_decides():
     assert verdict(group([1, 2, 3, 4, 5, 6, 7, 8]), drained=False) == LEAK
     assert verdict(group([2, 4, 6, 8, 8, 8, 8, 8]), drained=False) == CACHE
+
+
+def test_flat_sawtooth_without_net_growth_is_not_a_leak():
+    """Freed back to the same level every third round: pairs rise inside each tooth, but the level does not."""
+    assert verdict(group([1, 2, 3] * 4, after_drain_mib=3)) != LEAK
+
+
+def test_no_fixed_noise_floor_small_growth_with_small_thresholds_is_a_leak():
+    """4 KiB a round, with a few hundred bytes of jitter, is a leak once the thresholds allow that size."""
+    jitter = [0, 300, -200, 100, 0, -300, 200, 0, 100, -100, 0, 300]
+    series = [(k + 1) * 4 * KiB + j for k, j in enumerate(jitter)]
+    f = Finding("host", STACK, series[-1], 1, series, details={"undrained_bytes": series[-1]})
+    assert classify(f, Thresholds(min_per_round=2 * KiB, min_total=16 * KiB), True)[0] == LEAK
+    assert classify(f, Thresholds(), True)[0] != LEAK  # below the default minimum sizes
+
+
+def test_noise_alone_is_not_a_leak_at_any_threshold():
+    series = [100 * KiB + j for j in [0, 3000, -2000, 1000, 2500, -3000, 2000, 0, -1000, 1500, 0, -500]]
+    f = Finding("host", STACK, series[-1], 1, series, details={"undrained_bytes": series[-1]})
+    assert classify(f, Thresholds(min_per_round=1, min_total=1), True)[0] != LEAK
+
+
+def test_growth_only_the_collector_releases_is_a_cycle():
+    f = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=0)
+    f.details["released_by"] = {"mm_cache": 0, "encoder_cache": 0, "gc": 8 * MiB}
+    v, reason = classify(f, Thresholds(), True)
+    assert v == CYCLE and "garbage collector" in reason
+    # a cache (vLLM's processor cache) also holds it: its reset drops one reference, the collector frees the
+    # rest; the last round's worth is still in use after the drain
+    shared = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=1)
+    shared.details["released_by"] = {"mm_cache": 4 * MiB, "gc": 3 * MiB}
+    assert verdict(shared) == CYCLE
+    # the collector freed about one round's worth: garbage of the last round, not a pile-up
+    last = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=0)
+    last.details["released_by"] = {"mm_cache": 7 * MiB, "gc": 1 * MiB}
+    assert verdict(last) == CACHE
+
+
+def test_a_cache_the_collector_frees_once_filled_is_a_cache_not_a_cycle():
+    """A bounded fill that only the collector releases did not grow over the rounds."""
+    f = group([8, 8, 8, 8, 8, 8, 8, 8], after_drain_mib=0)
+    f.details["released_by"] = {"gc": 8 * MiB}
+    assert verdict(f) == CACHE
+
+
+def test_growth_a_cache_reset_releases_is_a_cache_not_a_cycle():
+    f = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=0)
+    f.details["released_by"] = {"encoder_cache": 8 * MiB, "gc": 0}
+    assert verdict(f) == CACHE
+
+
+def test_missing_drain_step_bounded_is_a_cache_growing_is_suspected():
+    bounded = group([2, 4, 6, 8, 8, 8, 8, 8], after_drain_mib=8, component="encoder cache")
+    v, reason = classify(bounded, Thresholds(), True, missing_steps=("encoder_cache",))
+    assert v == CACHE and "encoder_cache" in reason
+    growing = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=8, component="encoder cache")
+    v, reason = classify(growing, Thresholds(), True, missing_steps=("encoder_cache",))
+    assert v == SUSPECTED and "encoder_cache" in reason and "missing" in reason
+    # the missing step is not this group's: judged as usual
+    other = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=8)
+    assert verdict(other) == LEAK
+    assert classify(other, Thresholds(), True, missing_steps=("encoder_cache",))[0] == LEAK
+
+
+def test_undecided_trend_asks_for_more_rounds():
+    f = group([1, 2, 1.5, 2.5, 1.5, 2, 1.5, 2.5], after_drain_mib=2.5)  # p about 0.15: may rise, may not
+    apply_verdicts([f], Thresholds(), True)
+    assert f.verdict != LEAK and undecided(f, Thresholds())
+    steady = group([1, 2, 3, 4, 5, 6, 7, 8], after_drain_mib=8)
+    flat = group([1, 1, 1, 1, 1, 1, 1, 1], after_drain_mib=1)
+    apply_verdicts([steady, flat], Thresholds(), True)
+    assert not undecided(steady, Thresholds()) and not undecided(flat, Thresholds())
+
+
+def test_trend_slope_and_test_resist_one_outlier():
+    t = trend([1, 2, 3, 40, 5, 6, 7, 8])
+    assert t.slope == pytest.approx(1.0) and t.rising
+    assert not trend([5, 5, 5, 5, 5, 5]).rising and trend([5, 5, 5, 5, 5, 5]).p_rising == 1.0

@@ -13,9 +13,9 @@ from .gpu import gpu_findings
 from .host import host_findings
 from .rss import rss_analysis
 from .unattributed import unattributed_growth
-from .verdicts import CACHE, LEAK, SUSPECTED, Thresholds, apply_verdicts
+from .verdicts import CACHE, COLLECTOR, CYCLE, FAILING, LEAK, SUSPECTED, Thresholds, apply_verdicts
 
-_ORDER = {LEAK: 0, SUSPECTED: 0, CACHE: 1}
+_ORDER = {LEAK: 0, CYCLE: 0, SUSPECTED: 1, CACHE: 2}
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Analysis:
 
     @property
     def verdict(self) -> str:
-        if any(f.verdict == LEAK for f in self.findings):
+        if any(f.verdict in FAILING for f in self.findings):
             return "leak"
         if any(f.verdict == SUSPECTED for f in self.findings):
             return SUSPECTED
@@ -45,7 +45,9 @@ def _marks_ms(capture: Capture) -> dict | None:
         return None
     drained = capture.mark("drained")
     return {"baseline": baseline["time_ms"], "rounds": [m["time_ms"] for m in capture.round_marks()],
-            "drained": drained["time_ms"] if drained else None}
+            "drained": drained["time_ms"] if drained else None,
+            "drain_steps": [(m.get("step") or f"step {m.get('index')}", m["time_ms"])
+                            for m in capture.marks if m["name"] == "drain_step"]}
 
 
 def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
@@ -62,7 +64,8 @@ def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
                              f"or {stream.file} was left out)")
                 continue
             found = merge_by_id(host_findings(path, marks, native=bool(stream.settings.get("native_traces")),
-                                              interval_ms=stream.settings.get("memory_interval_ms", 10)))
+                                              interval_ms=stream.settings.get("memory_interval_ms", 10),
+                                              last_step=COLLECTOR))
         elif stream.backend == "torch":
             found = gpu_findings(capture, stream)
         else:
@@ -87,7 +90,14 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
         if f.id in holders:
             f.details["holders"] = holders[f.id]
     drained = capture.mark("drained") is not None
-    apply_verdicts(findings, thresholds, drained=drained)
+    apply_verdicts(findings, thresholds, drained=drained,
+                   missing_steps=tuple(capture.run.get("missing_drain_steps") or ()))
+    notes += describe_cycles(capture, findings)
+    misses = capture.holder_misses()
+    for f in findings:
+        if f.verdict == LEAK and "holders" not in f.details:
+            f.details["no_holder"] = misses.get(f.id, "no holder search ran for this finding (--no-holders, an "
+                                                      "interrupted run, or other thresholds than the run's)")
     rss, rss_leak = rss_analysis(capture, thresholds)
     if rss_leak is not None:
         findings.append(rss_leak)
@@ -95,6 +105,33 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     growth = growth_table(capture)
     return Analysis(capture, findings, growth, vllm_check(capture),
                     unattributed_growth(growth, findings, drained), thresholds, notes, rss)
+
+
+def describe_cycles(capture: Capture, findings: list[Finding]) -> list[str]:
+    """Attach to each cycle finding the reference cycle that held it (cycles.json); notes on the collections
+    the workload ran itself during the rounds, which free such garbage and can hide its growth."""
+    garbage = capture.cycles()
+    shapes, owners = garbage.get("cycles", []), garbage.get("findings", {})
+    for f in findings:
+        if f.verdict != CYCLE:
+            continue
+        shape = shapes[owners[f.id]] if f.id in owners and owners[f.id] < len(shapes) else None
+        if shape is not None:
+            f.details["cycle"] = {k: shape[k] for k in ("path", "cycles", "objects", "bytes", "types") if k in shape}
+        elif garbage:
+            f.details["cycle"] = {"garbage_types": garbage.get("types", {}),
+                                  "why_no_path": "no reference cycle in the garbage owns this group's memory"}
+        else:
+            f.details["cycle"] = {"why_no_path": "the capture has no description of the garbage (cycles.json)"}
+    notes = []
+    for event in capture.of_type("gc_during_rounds"):
+        runs, freed = event["collections"], sum(event["collected"])
+        if freed:
+            notes.append(f"The workload's own garbage collections ran during the measured rounds (generation 0/1/2: "
+                         f"{runs[0]}/{runs[1]}/{runs[2]} times) and freed {freed} objects: reference-cycle garbage "
+                         "they freed does not show as growth, so a cycle can look smaller, or sawtoothed, than "
+                         "between collections.")
+    return notes
 
 
 def analyze_dir(directory: Path, **kwargs) -> Analysis:

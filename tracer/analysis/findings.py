@@ -69,5 +69,9 @@ def merge_by_id(findings: list[Finding]) -> list[Finding]:
         for key, value in add.details.items():
             if isinstance(value, int) and not isinstance(value, bool):
                 keep.details[key] = keep.details.get(key, 0) + value
+            elif key == "released_by":  # bytes per drain step
+                mine = keep.details.setdefault(key, {})
+                for step, released in value.items():
+                    mine[step] = mine.get(step, 0) + released
         merged[f.id] = keep
     return sorted(merged.values(), key=lambda f: f.bytes, reverse=True)

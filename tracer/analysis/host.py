@@ -26,10 +26,12 @@ class Boundaries:
     rounds: list[int]
     end: int  # the last round, or the drained mark after it
     undrained_end: int
+    steps: tuple[tuple[str, int], ...] = ()  # (drain step, boundary after it), in order; the last one ends at `end`
 
 
 def boundaries_from_marks(snapshot_times_ms: list[float], baseline_ms: float, round_ms: list[float],
-                          drained_ms: float | None, interval_ms: float = 10) -> Boundaries:
+                          drained_ms: float | None, interval_ms: float = 10,
+                          steps_ms: list[tuple[str, float]] = ()) -> Boundaries:
     """Each mark is followed by a pause of several snapshot intervals (`interval_ms`, from the stream's
     settings); the boundary is the count of snapshots taken up to a point inside that pause."""
 
@@ -39,7 +41,20 @@ def boundaries_from_marks(snapshot_times_ms: list[float], baseline_ms: float, ro
     rounds = [index(t) for t in round_ms]
     undrained = rounds[-1] if rounds else index(baseline_ms)
     end = index(drained_ms) if drained_ms is not None else undrained
-    return Boundaries(index(baseline_ms), rounds, end, undrained)
+    steps = tuple((name, index(t)) for name, t in steps_ms) if drained_ms is not None else ()
+    return Boundaries(index(baseline_ms), rounds, end, undrained, steps)
+
+
+def released_by_step(live: dict[int, int], b: Boundaries, last_step: str) -> dict[str, int]:
+    """Bytes each drain step released: live before it minus live after it (`live` by boundary). The marks name
+    every step but the last, which ends at the drained mark."""
+    if not b.steps and b.end == b.undrained_end:
+        return {}
+    out, before = {}, b.undrained_end
+    for name, after in (*b.steps, (last_step, b.end)):
+        out[name] = live[before] - live[after]
+        before = after
+    return out
 
 
 def _first_points(points: list[int]) -> list[int]:
@@ -94,10 +109,12 @@ def _live_at_points(intervals, baseline: int, points: list[int],
 _MAX_MEMORY_RECORDS = 2**31 - 1
 
 
-def host_findings(path: Path, marks: dict, native: bool = False, interval_ms: float = 10) -> list[Finding]:
+def host_findings(path: Path, marks: dict, native: bool = False, interval_ms: float = 10,
+                  last_step: str = "gc") -> list[Finding]:
     """Groups of host allocations made after the baseline that are live at the end or at the undrained end.
 
-    `marks`: {"baseline": ms, "rounds": [ms, ...], "drained": ms | None}.
+    `marks`: {"baseline": ms, "rounds": [ms, ...], "drained": ms | None, "drain_steps": [(step, ms), ...]}; each
+    group's details say what each drain step released (`released_by`, the collector's step named `last_step`).
 
     memray's C++ reader builds the per-stack intervals (its constructor's pass over the file and the temporal
     pass are most of the time); Python makes one pass over each stack's intervals for all boundaries at once
@@ -107,8 +124,9 @@ def host_findings(path: Path, marks: dict, native: bool = False, interval_ms: fl
 
     reader = memray.FileReader(str(path), max_memory_records=_MAX_MEMORY_RECORDS)
     times = [s.time for s in reader.get_memory_snapshots()]
-    b = boundaries_from_marks(times, marks["baseline"], marks["rounds"], marks.get("drained"), interval_ms)
-    points = sorted({*b.rounds, b.end, b.undrained_end})
+    b = boundaries_from_marks(times, marks["baseline"], marks["rounds"], marks.get("drained"), interval_ms,
+                              marks.get("drain_steps", ()))
+    points = sorted({*b.rounds, b.end, b.undrained_end, *(p for _, p in b.steps)})
     at = {p: i for i, p in enumerate(points)}
     i_end, i_undrained, i_rounds = at[b.end], at[b.undrained_end], [at[r] for r in b.rounds]
     first = _first_points(points)
@@ -140,8 +158,11 @@ def host_findings(path: Path, marks: dict, native: bool = False, interval_ms: fl
         stack, observer = known
         if observer:
             continue
+        details = {"undrained_bytes": undrained_bytes, "undrained_count": counts[i_undrained]}
+        released = released_by_step({p: sizes[at[p]] for p in points}, b, last_step)
+        if released:
+            details["released_by"] = released
         out.append(Finding("host", stack, end_bytes, counts[i_end], [sizes[i] for i in i_rounds],
-                           details={"undrained_bytes": undrained_bytes, "undrained_count": counts[i_undrained]},
-                           sources=[(record.stack_id, record.native_stack_id)]))
+                           details=details, sources=[(record.stack_id, record.native_stack_id)]))
     reader.close()
     return out

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from ..capture import Capture
 from ..units import mib
 from .findings import Finding
-from .verdicts import SUSPECTED, Thresholds
+from .trend import trend
+from .verdicts import SUSPECTED, Thresholds, grows
 
 HEAP_KINDS = ("heap", "arena", "anonymous")  # where malloc'd bytes live
 BOUNDED_KINDS = ("file", "thread stack", "stack", "special")  # can never grow past the mapping's size
 RSS_COMPONENT = "native memory (no allocation hook saw it)"
 MIN_RETENTION = 1 << 20
 MAX_LISTED = 8
+LISTED_GROWTH = 16 * 1024  # a mapping that grew less than this is page-level noise, not listed
 REMEDIES = [
     "MALLOC_ARENA_MAX=2 (fewer glibc arenas: less memory kept per thread)",
     "MALLOC_TRIM_THRESHOLD_=<bytes> (give freed memory at the top of the heap back sooner; "
@@ -234,14 +236,13 @@ def gpu_outside_allocator(rows: list[dict]) -> list[dict]:
 
 
 def is_leak_rate(series: list[int], th: Thresholds) -> tuple[bool, int, int]:
-    """(growing like a leak, median step, growing steps): the same test as host groups, on the unexplained RSS
-    at each round end (the baseline counts as 0)."""
-    steps = [b - a for a, b in zip([0] + series, series)]
-    if len(steps) < 2:
+    """(growing like a leak, Theil-Sen bytes per round, rounds that grew): the trend test of host groups
+    (tracer.analysis.verdicts.grows), on the unexplained RSS at each round end, the baseline counting as 0."""
+    points = [0] + list(series)
+    if len(series) < 2:
         return False, 0, 0
-    growing = sum(1 for s in steps if s > th.noise)
-    rate = int(statistics.median(steps))
-    return rate >= th.min_per_round and growing / len(steps) >= th.min_growing_fraction, rate, growing
+    growing = sum(1 for a, b in zip(points, points[1:]) if b - a >= th.min_per_round)
+    return grows(points, th), int(trend(points).slope), growing
 
 
 def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds) -> Finding | None:
@@ -278,9 +279,9 @@ def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding
         return h - heap0 if h is not None and heap0 is not None else None
 
     rounds = [t for t in tables if t.mark == "round"]
-    per_round = [account(base, t, heap_growth(t), owners, th.noise) for t in rounds]
+    per_round = [account(base, t, heap_growth(t), owners, LISTED_GROWTH) for t in rounds]
     drained = next((t for t in tables if t.mark == "drained"), None)
-    end = account(base, drained, heap_growth(drained), owners, th.noise) if drained else None
+    end = account(base, drained, heap_growth(drained), owners, LISTED_GROWTH) if drained else None
     finding = rss_finding(per_round, end, th) if end is not None else None
     reads = [t.seconds for t in tables]
     section = {

@@ -63,8 +63,8 @@ from .outcome import print_outcome
 @gate_options
 def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
-         verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, max_leak_per_round, max_leak,
-         max_rss_per_round, gate_format, junit_file, allocator):
+         verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, accept_cycles, max_leak_per_round,
+         max_leak, max_rss_per_round, gate_format, junit_file, allocator):
     """Run the Qwen3-VL round loop under tracing and report what survives.
 
     Warmup rounds, a baseline, then measured rounds of chat requests with random images; host allocations
@@ -72,7 +72,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
     grouped by call stack, labelled by vLLM component and classified as leak, cache or transient.
     """
     gate_baseline = _gate_setup(gate, baseline_file, max_leak_per_round, max_leak, max_rss_per_round, gate_format,
-                                junit_file)
+                                junit_file, accept_cycles)
     config = WorkloadConfig(model=model, warmup=warmup, rounds=rounds, batch=batch, images=images,
                             image_size=image_size, max_tokens=max_tokens, seed=seed,
                             engine_args=parse_engine_args(engine_args))
@@ -102,7 +102,8 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
     print_outcome(report, out_dir, as_json)
     if gate and code == 0:
         code = gate_exit(report, str(out_dir / "report.json"), gate_baseline, baseline_file, max_leak_per_round,
-                         max_leak, gate_format, junit_file, to_stderr=as_json, max_rss_per_round=max_rss_per_round)
+                         max_leak, gate_format, junit_file, to_stderr=as_json, max_rss_per_round=max_rss_per_round,
+                         accept_cycles=accept_cycles)
     elif gate:
         click.echo("[tracer] gate: not evaluated, the run ended early", err=True)
         if code == 1:
@@ -136,15 +137,15 @@ def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool =
 
 
 def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, max_rss_per_round,
-                gate_format, junit_file) -> dict | None:
+                gate_format, junit_file, accept_cycles: bool = False) -> dict | None:
     """Check the gate options of `tracer diff` before the run; returns the baseline, loaded."""
     from ..output.gate.baseline import load_baseline
 
     if not gate:
         used = [name for name, value in (("--baseline", baseline_file), ("--max-leak-per-round", max_leak_per_round),
                                          ("--max-leak", max_leak), ("--max-rss-per-round", max_rss_per_round),
-                                         ("--format", gate_format),
-                                         ("--junit-file", junit_file)) if value is not None]
+                                         ("--format", gate_format), ("--junit-file", junit_file),
+                                         ("--accept-cycles", accept_cycles or None)) if value is not None]
         if used:
             raise UsageError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only with --gate")
         return None

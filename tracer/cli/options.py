@@ -74,6 +74,8 @@ def gate_options(fn):
     fn = click.option("--max-leak-per-round", "max_leak_per_round", type=SIZE, default=None,
                       help="Fail on a new leak growing more than this per round (e.g. '1 MiB'). "
                            "With neither limit, any new leak fails.")(fn)
+    fn = click.option("--accept-cycles", is_flag=True,
+                      help="Reference-cycle findings (verdict cycle) do not fail the gate; by default they do.")(fn)
     fn = click.option("--baseline", "baseline_file", type=click.Path(path_type=Path),
                       help="Baseline file (tracer baseline): leak findings it accepts do not fail the gate.")(fn)
     return fn
@@ -81,7 +83,7 @@ def gate_options(fn):
 
 def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: Path | None, max_leak_per_round,
               max_leak, gate_format: str | None, junit_file: Path | None, to_stderr: bool = False,
-              max_rss_per_round: int | None = None) -> int:
+              max_rss_per_round: int | None = None, accept_cycles: bool = False) -> int:
     """Gate a report and print the outcome; returns the exit code (0 pass, 1 fail)."""
     import sys
 
@@ -90,8 +92,8 @@ def gate_exit(report: dict, source: str, baseline: dict | None, baseline_file: P
     from .outcome import say
 
     result = evaluate(report, baseline, max_leak_per_round, max_leak, max_rss_per_round=max_rss_per_round,
-                      source=source,
-                      baseline_source=str(baseline_file) if baseline_file else None)
+                      source=source, baseline_source=str(baseline_file) if baseline_file else None,
+                      accept_cycles=accept_cycles)
     for path in emit(result, gate_format or "text", out=sys.stderr if to_stderr else sys.stdout,
                      junit_file=junit_file):
         say(f"[tracer] gate: wrote {path}", err=True)

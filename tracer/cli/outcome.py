@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
+from ..analysis.verdicts import FAILING, REPORTED
 from ..output.report_file import bytes_per_round, frame_text, measured_rounds, top_frames
 from ..text_escape import inert_lines, one_line
 from ..units import fmt_bytes
@@ -33,14 +33,14 @@ def print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    leaks = [f for f in report["findings"] if f["verdict"] == LEAK]
+    leaks = [f for f in report["findings"] if f["verdict"] in FAILING]
     verdict = one_line(str(report["verdict"]).upper())
     if colour_on():
         verdict = click.style(verdict, fg=_COLOURS.get(report["verdict"]), bold=True)
     partial = one_line(f" ({report['status']})") if report["status"] != "complete" else ""
-    click.echo(f"verdict: {verdict}{partial}; {len(leaks)} leak finding(s)", color=colour_on())
+    click.echo(f"verdict: {verdict}{partial}; {len(leaks)} leak or cycle finding(s)", color=colour_on())
     rounds = measured_rounds(report)
-    kept = [f for f in report["findings"] if f["verdict"] in (LEAK, SUSPECTED, CACHE)]
+    kept = [f for f in report["findings"] if f["verdict"] in REPORTED]
     for f in kept[:TOP]:
         frames = top_frames(f, 1)
         owner = frame_text(frames[0]) if frames else "?"
@@ -49,6 +49,9 @@ def print_outcome(report: dict, out_dir: Path, as_json: bool) -> None:
             f"{fmt_bytes(bytes_per_round(f, rounds))}/round, {fmt_bytes(f['bytes'])} at the end; {owner}")
         for path in (f.get("details") or {}).get("holders", [])[:1]:
             say(f"        held by {path}")
+        cycle = ((f.get("details") or {}).get("cycle") or {}).get("path")
+        if cycle:
+            say(f"        reference cycle: {cycle}")
     for label, name in (("page", "report.html"), ("report", "summary.md")):
         if (out_dir / name).exists():
             say(f"{label}: {out_dir / name}")

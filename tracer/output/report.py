@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis.analyze import Analysis
-from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
+from ..analysis.verdicts import REPORTED
 from ..capture import COUNTERS
 from ..safe_files import prepare_out_dir, write_json, write_text
 from .exports import write_exports
@@ -26,8 +26,8 @@ MAX_TRANSIENT = 20
 def build_report(a: Analysis) -> dict:
     run = a.capture.manifest.get("run", {})
     versions = run.get("versions", {})
-    kept = [f for f in a.findings if f.verdict in (LEAK, SUSPECTED, CACHE)]
-    rest = [f for f in a.findings if f.verdict not in (LEAK, SUSPECTED, CACHE)]
+    kept = [f for f in a.findings if f.verdict in REPORTED]
+    rest = [f for f in a.findings if f.verdict not in REPORTED]
     return {
         "schema": REPORT_SCHEMA,
         "status": a.capture.status,

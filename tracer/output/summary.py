@@ -6,7 +6,7 @@ import json
 
 from ..analysis.findings import Finding
 from ..analysis.stacks import owner_index, short_path
-from ..analysis.verdicts import CACHE, LEAK, SUSPECTED
+from ..analysis.verdicts import CACHE, CYCLE, LEAK, REPORTED, SUSPECTED
 from ..own_frames import driver_start
 from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
@@ -53,6 +53,18 @@ def _finding_md(f: Finding) -> list[str]:
         out.append(f"- before the final drain: {mib(undrained)}; after: {mib(f.bytes)}")
     for path in f.details.get("holders", []):
         out.append(f"- held by: {md_code(path)}")
+    if f.details.get("no_holder"):
+        out.append(f"- no holder named: {md_text(f.details['no_holder'])}")
+    cycle = f.details.get("cycle") or {}
+    if cycle.get("path"):
+        types = ", ".join(f"{name} {n}" for name, n in cycle.get("types", {}).items())
+        out.append(f"- reference cycle: {md_code(cycle['path'])} ({md_text(cycle.get('cycles'))} such cycles in the "
+                   f"garbage, keeping {md_text(cycle.get('objects'))} objects: {md_text(types)})")
+    elif cycle.get("why_no_path"):
+        out.append(f"- reference cycle not named: {md_text(cycle['why_no_path'])}")
+    if f.details.get("released_by"):
+        out.append("- released by each drain step: " + ", ".join(
+            f"{md_text(step)} {mib(b)}" for step, b in f.details["released_by"].items()))
     if f.details.get("in_graph_pool"):
         out.append("- in a CUDA-graph private pool")
     out += ["", *md_fence(stack_lines(f)), ""]
@@ -109,14 +121,22 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
                       f"{'FAIL' if check['would_fail'] else 'pass'}: peak RSS {mib(check['maxrss_growth'])}"
                       + (f", device used {mib(check['gpu_used_growth'])}" if "gpu_used_growth" in check else "")
                       + "; it names no allocation."]
-    for title, group in (("Leaks (`leak?`: RSS growth no allocation explains)", leaks), ("Caches (released by the drain or bounded)", caches)):
+    cycles = [f for f in findings if f.verdict == CYCLE]
+    suspected = [f for f in findings if f.verdict == SUSPECTED and f.domain != "rss"]
+    if cycles:
+        lines += [f"{len(cycles)} reference-cycle finding(s) totalling "
+                  f"{mib(sum(f.details.get('undrained_bytes', f.bytes) for f in cycles))} before the final collection.", ""]
+    for title, group in (("Leaks (`leak?` in domain rss: RSS growth no allocation explains)", leaks),
+                         ("Reference cycles (only the garbage collector frees them)", cycles),
+                         ("Suspected leaks (a drain step is missing)", suspected),
+                         ("Caches (released by the drain or bounded)", caches)):
         if group:
             lines += ["", f"## {title}", ""]
             for f in group[:10]:
                 lines += _finding_md(f)
     if report.get("rss"):
         lines += rss_section(report["rss"])
-    rest = [f for f in findings if f.verdict not in (LEAK, SUSPECTED, CACHE)][:5]
+    rest = [f for f in findings if f.verdict not in REPORTED][:5]
     if rest:
         lines += ["", "## Largest other survivors (transient)", ""]
         for f in rest:

@@ -14,14 +14,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from ..capture import MAIN_ROLE, CaptureWriter
+from ..analysis.verdicts import COLLECTOR
+from ..capture import CYCLES, MAIN_ROLE, CaptureWriter
+from ..safe_files import write_json
 from ..own_frames import observed, workload_call
 from ..workload import Workload
 from .backends import TracingBackend, backends_for
+from .gc_watch import CollectionCounter
 from .probes import malloc_state, malloc_trim, read_counters
 from .smaps import SmapsProbe
 
-COLLECT_STEP = "gc"  # the last step of every drain: a full garbage collection
+COLLECT_STEP = COLLECTOR  # the last step of every drain: a full garbage collection
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Driver:
         done = []
         steps = [*workload_call(self.workload.drain_steps), _collect_step()]
         for k, step in enumerate(steps):
+            if marks and step.name == COLLECT_STEP and self.tracing.host:
+                self.inspect_cycles()
             try:
                 workload_call(step.run)
             except (AttributeError, NotImplementedError) as exc:
@@ -130,6 +135,17 @@ class Driver:
         gpu = _empty_cuda_cache()
         self.writer.event("allocator_trim", trimmed=trimmed, before=before, after=after,
                           **({"gpu": gpu} if gpu else {}))
+
+    def inspect_cycles(self) -> None:
+        """Describe the garbage the collector is about to free (reference cycles), into cycles.json."""
+        from .cycles import inspect_garbage
+
+        start = time.perf_counter()
+        garbage = inspect_garbage()
+        write_json(self.writer.dir / CYCLES, garbage)
+        if garbage["cycles"]:
+            self.log(f"{len(garbage['cycles'])} reference-cycle shape(s) in {garbage['objects']} garbage objects "
+                     f"({time.perf_counter() - start:.1f} s)")
 
     def screen(self) -> bool:
         """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
@@ -179,9 +195,11 @@ class Driver:
         try:
             self.start_tracing()
             last = first + plan.rounds - 1
-            for index in range(first, last + 1):
-                self.round(index, "measured")
-                self.mark("round", index, snapshot=self.tracing.snapshot_every or index == last)
+            with CollectionCounter() as collections:
+                for index in range(first, last + 1):
+                    self.round(index, "measured")
+                    self.mark("round", index, snapshot=self.tracing.snapshot_every or index == last)
+            self.writer.event("gc_during_rounds", **collections.as_event())
             if self.tracing.drain:
                 self.drain("final", marks=True)
                 self.release_retained()

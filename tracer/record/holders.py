@@ -21,6 +21,7 @@ from collections import deque
 from ..capture import MAIN_ROLE
 
 MAX_PATHS = 3
+NATIVE_CALLS = {"_ctypes_callproc", "PyCFuncPtr_call"}  # a Python call straight into a native function
 
 
 class AddressRanges:
@@ -59,7 +60,49 @@ def _addresses(obj) -> list[tuple[str, int]]:
         out.append(("host", obj.__array_interface__["data"][0]))
     elif kind is bytearray and len(obj):
         out.append(("host", ctypes.addressof((ctypes.c_char * 1).from_buffer(obj))))
+    elif _CPYTHON_LAYOUT:
+        out += [("host", a) for a in container_storage(obj)]
     return out
+
+
+# CPython 3.11-3.13 (with the GIL) object layouts, read with ctypes: the header is refcount and type (16 bytes),
+# variable-size objects add ob_size (24).
+_CPYTHON_LAYOUT = (sys.implementation.name == "cpython" and (3, 11) <= sys.version_info[:2] <= (3, 13)
+                   and getattr(sys, "_is_gil_enabled", lambda: True)())
+_LIST_ITEMS = 24  # PyListObject.ob_item
+_DICT_KEYS, _DICT_VALUES = 32, 40  # PyDictObject.ma_keys, ma_values
+_DEQUE_LEFT, _DEQUE_RIGHT = 24, 32  # dequeobject.leftblock, rightblock
+_DEQUE_BLOCK_LINK = 8 + 64 * 8  # block.rightlink, after leftlink and 64 item pointers
+_MAX_DEQUE_BLOCKS = 10_000
+
+
+def container_storage(obj) -> list[int]:
+    """Addresses of the memory a builtin container keeps outside its object header: a list's item array, a
+    dict's key table and values, an array.array's buffer, a deque's blocks. A growing list of ints is one
+    realloc'd item array; this lets it be named as a holder."""
+    kind = type(obj)
+    if kind is list:
+        return _pointer(obj, _LIST_ITEMS) if len(obj) else []
+    if kind is dict:
+        return _pointer(obj, _DICT_KEYS) + _pointer(obj, _DICT_VALUES)
+    if kind.__name__ == "array" and kind.__module__ == "array":
+        return [obj.buffer_info()[0]] if len(obj) else []
+    if kind is deque:
+        blocks, block, last = [], _read_pointer(id(obj) + _DEQUE_LEFT), _read_pointer(id(obj) + _DEQUE_RIGHT)
+        while block and len(blocks) < _MAX_DEQUE_BLOCKS:
+            blocks.append(block)
+            block = 0 if block == last else _read_pointer(block + _DEQUE_BLOCK_LINK)
+        return blocks
+    return []
+
+
+def _read_pointer(address: int) -> int:
+    return ctypes.c_void_p.from_address(address).value or 0
+
+
+def _pointer(obj, offset: int) -> list[int]:
+    value = _read_pointer(id(obj) + offset)
+    return [value] if value else []
 
 
 def _children(obj):
@@ -116,15 +159,17 @@ def named_roots(extra: dict | None = None) -> list[tuple[str, object]]:
 
 
 def find_holders(host: AddressRanges, gpu: AddressRanges, roots: list[tuple[str, object]],
-                 max_objects: int = 3_000_000, max_seconds: float = 60.0) -> dict[str, list[str]]:
-    """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory."""
+                 max_objects: int = 3_000_000, max_seconds: float = 60.0,
+                 stats: dict | None = None) -> dict[str, list[str]]:
+    """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory. `stats`,
+    when given, gets how many objects the walk visited and whether it saw every object reachable from the roots."""
     ranges = {"host": host, "gpu": gpu}
     with warnings.catch_warnings():  # reading attributes trips deprecation warnings in some libraries
         warnings.simplefilter("ignore")
-        return _walk(ranges, roots, max_objects, max_seconds)
+        return _walk(ranges, roots, max_objects, max_seconds, stats if stats is not None else {})
 
 
-def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float):
+def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float, stats: dict):
     found: dict[str, list[str]] = {}
     seen: set[int] = set()
     queue = deque()
@@ -155,6 +200,7 @@ def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_s
             if id(child) not in seen:
                 seen.add(id(child))
                 queue.append((child, path + label))
+    stats.update(visited=visited, exhausted=not queue)
     return found
 
 
@@ -189,33 +235,84 @@ def gpu_ranges(snapshot_path, ids: set[str], role: str | None = None) -> list[tu
             if (fid := fingerprint("gpu", b.stack, role=role)) in ids]
 
 
+def allocated_ranges(memray_path, sources: dict[tuple[int, int], str]) -> list[tuple[int, int, str]]:
+    """Every address the given groups allocated during the capture (the last allocation at each address), freed
+    or not: a cycle's memory is freed by the final collection, after its owners were described."""
+    import memray
+
+    seen: dict[int, tuple[int, str]] = {}
+    reader = memray.FileReader(str(memray_path))
+    for rec in reader.get_allocation_records():
+        tag = sources.get((rec.stack_id, rec.native_stack_id))
+        if tag is not None and rec.size:
+            seen[rec.address] = (rec.size, tag)
+    reader.close()
+    return [(address, size, tag) for address, (size, tag) in seen.items()]
+
+
+def match_cycles(garbage: dict, ranges: AddressRanges) -> dict[str, int]:
+    """Finding id -> index of the cycle shape in `garbage` whose objects own the most of its addresses."""
+    votes: dict[str, dict[int, int]] = {}
+    for k, shape in enumerate(garbage.get("cycles", [])):
+        for address in shape.get("addresses", []):
+            tag = ranges.find(address)
+            if tag is not None:
+                votes.setdefault(tag, {}).setdefault(k, 0)
+                votes[tag][k] += 1
+    return {tag: max(counts, key=counts.get) for tag, counts in votes.items()}
+
+
 def record_holders(capture_dir, extra_roots: dict, thresholds: dict | None = None,
                    rules_file: str | None = None, role: str = MAIN_ROLE) -> dict[str, list[str]]:
-    """Analyse the capture so far with the run's own thresholds and rules, and for every leak finding of this
-    process find who holds it; writes holders.json."""
+    """Analyse the capture so far with the run's own thresholds and rules; for every leak finding of this process
+    find who holds it (holders.json), and tie every cycle finding to the cycle shape that held its memory
+    (cycles.json)."""
     from ..analysis.analyze import analyze
     from ..analysis.components import load_rules
-    from ..analysis.verdicts import LEAK, Thresholds
-    from ..capture import HOLDERS, read_capture
+    from ..analysis.verdicts import CYCLE, LEAK, Thresholds
+    from ..capture import CYCLES, HOLDER_MISSES, HOLDERS, read_capture
     from ..safe_files import write_json
 
     capture = read_capture(capture_dir)
     rules = load_rules(rules_file) if rules_file else ()
     own_role = role if capture.several_processes else None
-    leaks = [f for f in analyze(capture, Thresholds(**(thresholds or {})), rules).findings
-             if f.verdict == LEAK and f.role == own_role]
+    findings = [f for f in analyze(capture, Thresholds(**(thresholds or {})), rules).findings if f.role == own_role]
+    leaks = [f for f in findings if f.verdict == LEAK]
+    cycles = [f for f in findings if f.verdict == CYCLE and f.domain == "host"]
+    memray_files = [p for stream in capture.streams_of("memray")
+                    if stream.role == role and (p := capture.stream_file(stream)) is not None]
+    garbage = capture.cycles()
+    if cycles and garbage.get("cycles"):
+        sources = {src: f.id for f in cycles for src in f.sources}
+        ranges = [r for path in memray_files for r in allocated_ranges(path, sources)]
+        garbage["findings"] = match_cycles(garbage, AddressRanges(ranges))
+        write_json(capture.dir / CYCLES, garbage)
     if not leaks:
         return {}
     sources = {src: f.id for f in leaks if f.domain == "host" for src in f.sources}
-    host = []
-    for stream in capture.streams_of("memray"):
-        path = capture.stream_file(stream)
-        if stream.role == role and sources and path is not None:
-            host += host_ranges(path, sources)
+    host = [r for path in memray_files if sources for r in host_ranges(path, sources)]
     snapshots = capture.snapshot_files(role)
     final = snapshots.get("drained") or next(reversed(capture.round_snapshot_files(role)), None)
     gpu_ids = {f.id for f in leaks if f.domain == "gpu"}
     gpu = gpu_ranges(final, gpu_ids, own_role) if gpu_ids and final else []
-    holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots))
+    stats: dict = {}
+    holders = find_holders(AddressRanges(host), AddressRanges(gpu), named_roots(extra_roots), stats=stats)
     write_json(capture.dir / HOLDERS, holders)
+    live = {tag for _, _, tag in host + gpu}
+    write_json(capture.dir / HOLDER_MISSES, {f.id: why_no_holder(f, f.id in live, stats)
+                                                    for f in leaks if f.id not in holders})
     return holders
+
+
+def why_no_holder(finding, live: bool, stats: dict) -> str:
+    """Why a leak has no holder chain, in a reader's words."""
+    if not live:
+        return "freed before the search: none of its allocations was still live when the run ended"
+    owner = finding.owner
+    if owner is None or not owner.file.endswith(".py") or any(fr.function in NATIVE_CALLS for fr in finding.stack):
+        return ("native memory: allocated by native code for itself, not as the storage of a Python object the "
+                "search knows (tensor storage, buffer, container storage)")
+    if not stats.get("exhausted", False):
+        return f"no path from a named root within the {stats.get('visited', 0)} objects the search had time for"
+    return (f"no path from a named root: all {stats.get('visited', 0)} reachable objects were searched (held only "
+            "by objects the search cannot see into, e.g. native state or a C extension)")

@@ -1,6 +1,6 @@
 """The CI gate: does a report hold a new leak above the limits? Pure functions over report and baseline dicts.
 
-A finding offends when the analysis called it a `leak`, the baseline does not accept its id, and it exceeds a
+A finding offends when the analysis called it a `leak` (or a `cycle`, unless cycles are accepted), the baseline does not accept its id, and it exceeds a
 limit: more bytes per round than `max_leak_per_round` or more live bytes at the end than `max_leak`. With no
 limit given, every new leak offends. A `leak?` finding in domain `rss` (RSS growth no allocation explains)
 offends the same way, against `max_rss_per_round` (default: `max_leak_per_round`). The formats (tracer.output.gate.formats) render a `GateResult`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...analysis.stacks import Frame
-from ...analysis.verdicts import LEAK, SUSPECTED
+from ...analysis.verdicts import CYCLE, LEAK, SUSPECTED
 from ...text_escape import one_line
 from ...units import fmt_bytes
 from ..report_file import TOP_FRAMES, bytes_per_round, measured_rounds, top_frames, validate_report
@@ -138,7 +138,7 @@ def is_rss_suspect(finding: dict) -> bool:
 
 def evaluate(report: dict, baseline: dict | None = None, max_leak_per_round: int | None = None,
              max_leak: int | None = None, *, max_rss_per_round: int | None = None, source: str | None = None,
-             baseline_source: str | None = None) -> GateResult:
+             baseline_source: str | None = None, accept_cycles: bool = False) -> GateResult:
     """Gate one report. `baseline` is a "tracer.baseline/1" dict (see tracer.baseline); its ids are accepted."""
     validate_report(report, source or "report")
     accepted = accepted_by_id(baseline, baseline_source or "baseline") if baseline is not None else {}
@@ -147,24 +147,26 @@ def evaluate(report: dict, baseline: dict | None = None, max_leak_per_round: int
     rounds = measured_rounds(report)
     checked = []
     for f in report["findings"]:
-        if f["verdict"] != LEAK and not is_rss_suspect(f):
+        if f["verdict"] != LEAK and (f["verdict"] != CYCLE or accept_cycles) and not is_rss_suspect(f):
             continue
         per_round = bytes_per_round(f, rounds)
         entry = accepted.get(f["id"])
         over = limits.exceeded(per_round, f["bytes"])
+        kind = "reference cycle" if f["verdict"] == CYCLE else "leak"
         if is_rss_suspect(f):
             limit = limits.max_rss_per_round
-            over = [f"{fmt_bytes(per_round)}/round > {fmt_bytes(limit)}/round"] if limit is not None and per_round > limit else []
+            over = ([f"{fmt_bytes(per_round)}/round > {fmt_bytes(limit)}/round"]
+                    if limit is not None and per_round > limit else [])
         if entry is not None:
             status, why = ACCEPTED, f"accepted by the baseline: {entry.get('reason') or 'no reason given'}"
         elif is_rss_suspect(f) and limits.max_rss_per_round is None:
             status, why = OFFENDING, "RSS growth no allocation explains (no per-round limit set: it fails)"
         elif not is_rss_suspect(f) and limits.max_leak_per_round is None and limits.max_leak is None:
-            status, why = OFFENDING, "new leak (no limit set: any new leak fails)"
+            status, why = OFFENDING, f"new {kind} (no limit set: any new leak fails)"
         elif over:
-            status, why = OFFENDING, "new leak over the limit: " + "; ".join(over)
+            status, why = OFFENDING, f"new {kind} over the limit: " + "; ".join(over)
         else:
-            status, why = WITHIN, "new leak under the limits"
+            status, why = WITHIN, f"new {kind} under the limits"
         checked.append(Checked(f, per_round, status, why))
     leak_ids = {c.id for c in checked}
     stale = [e for i, e in accepted.items() if i not in leak_ids]
