@@ -15,7 +15,12 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Characters XML 1.0 does not allow anywhere in a document.
 _XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_MD_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+# Characters that open inline markup anywhere (emphasis, code, links, images, HTML, entities, table cells,
+# strikethrough, headings), and what starts a block at the beginning of a line (lists, setext headings).
+_MD_INLINE = re.compile(r"""([\\`*_\[\]<>|&~#!])""")
+_MD_LINE_START = re.compile(r"^(\s*)([-+]|\d+[.)]|=)(?=\s|$|=*\s*$)")
+# Bare URLs that GitHub would turn into links.
+_MD_AUTOLINK = re.compile(r"(?i)(://|www\.)")
 _BACKTICKS = re.compile("`+")
 # What the GitHub runner treats as a command at the start of a line (after leading whitespace).
 _COMMAND_START = re.compile(r"^(\s*)(::|##\[)")
@@ -45,9 +50,12 @@ def github_property(value: object) -> str:
 
 
 def md_text(value: object) -> str:
-    """Markdown text that renders as itself: one line, every ASCII punctuation character backslash-escaped, so it
-    cannot open a heading, list, link, image, HTML tag, code span or emphasis, nor split a table cell."""
-    return _MD_PUNCTUATION.sub(r"\\\1", one_line(value))
+    """Markdown text that renders as itself: one line whose markup characters are backslash-escaped, so it cannot
+    open a heading, list, link (bare URLs included), image, HTML tag, code span or emphasis, nor split a table
+    cell; ordinary punctuation (`0.32.0`, `cpu: x86_64, 2 cores` but for its `_`) stays readable."""
+    text = _MD_INLINE.sub(r"\\\1", one_line(value))
+    text = _MD_AUTOLINK.sub(lambda m: m.group(1).replace("/", "\\/").replace(".", "\\."), text)
+    return _MD_LINE_START.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], text)
 
 
 def md_code(value: object, in_table: bool = False) -> str:
