@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..capture import MAIN_ROLE, CaptureWriter
 from ..own_frames import observed, workload_call
-from ..workload import Workload
+from ..workload import DrainStep, Workload
 from .backends import TracingBackend, backends_for
 from .probes import read_counters
 
@@ -54,6 +54,26 @@ class RunPlan:
     rules_file: str | None = None  # extra component rules, for the holder search's own analysis
 
 
+class ThisProcess:
+    """Where the workload runs when it runs in the driver's own process: counters, collection, tracing and the
+    holder search all happen here. (Serve mode has one of these for every server process instead:
+    tracer.record.hook.control.ServerProcesses.)"""
+
+    def counters(self) -> dict:
+        return read_counters()
+
+    def collect(self) -> None:
+        gc.collect()
+
+    def backends(self, tracing: TracingOptions) -> list[TracingBackend]:
+        return backends_for(tracing)
+
+    def find_holders(self, capture_dir, plan: RunPlan, roots: dict) -> dict:
+        from .holders import record_holders
+
+        return record_holders(capture_dir, roots, plan.thresholds, plan.rules_file)
+
+
 class ScreenedClean(Exception):
     """The screening pass saw nothing grow: the traced pass is skipped."""
 
@@ -61,9 +81,10 @@ class ScreenedClean(Exception):
 class Driver:
     def __init__(self, workload: Workload, writer: CaptureWriter, tracing: TracingOptions, plan: RunPlan,
                  on_round: Callable[[dict], None] | None = None, log: Callable[[str], None] = lambda _: None,
-                 role: str = MAIN_ROLE):
+                 role: str = MAIN_ROLE, processes=None):
         self.workload, self.writer, self.tracing, self.plan = workload, writer, tracing, plan
         self.on_round, self.log, self.role = on_round, log, role
+        self.processes = processes or ThisProcess()
         self.backends: list[TracingBackend] = []
 
     # --- the pieces ---------------------------------------------------------------------------------------
@@ -76,14 +97,14 @@ class Driver:
         seconds = time.perf_counter() - start
         extra = {"tokens": result} if isinstance(result, int) and not isinstance(result, bool) else {}
         row = self.writer.event("round", index=index, phase=phase, seconds=round(seconds, 4), **extra,
-                                **read_counters())
+                                **self.processes.counters())
         if self.on_round:
             self.on_round(row)
         return row
 
     def mark(self, name: str, index: int | None = None, snapshot: bool = True, **fields) -> None:
         """A boundary: counters now, then every backend's mark (a GPU snapshot when `snapshot`)."""
-        self.writer.event("mark", name=name, index=index, **fields, **read_counters())
+        self.writer.event("mark", name=name, index=index, **fields, **self.processes.counters())
         for backend in self.backends:
             backend.mark(self.writer, self.role, name, index, snapshot)
 
@@ -91,7 +112,7 @@ class Driver:
         """Each of the workload's cache resets, then a garbage collection; each step recorded with the counters
         after it (and, with `marks`, a mark the backends see, so the analysis knows what each step released)."""
         done = []
-        steps = [*workload_call(self.workload.drain_steps), _collect_step()]
+        steps = [*workload_call(self.workload.drain_steps), DrainStep(COLLECT_STEP, self.processes.collect)]
         for k, step in enumerate(steps):
             try:
                 workload_call(step.run)
@@ -100,7 +121,7 @@ class Driver:
                                   error=f"{type(exc).__name__}: {exc}".splitlines()[0])
                 continue
             done.append(step.name)
-            self.writer.event("drain_step", when=when, step=step.name, ok=True, **read_counters())
+            self.writer.event("drain_step", when=when, step=step.name, ok=True, **self.processes.counters())
             if marks and k < len(steps) - 1:
                 self.mark("drain_step", k, snapshot=False, step=step.name)
         self.writer.event("drain", when=when, reset=[s for s in done if s != COLLECT_STEP])
@@ -111,17 +132,17 @@ class Driver:
         from ..analysis.verdicts import Thresholds
         from .screen import screen
 
-        baseline = self.writer.event("screen_mark", name="baseline", **read_counters())
+        baseline = self.writer.event("screen_mark", name="baseline", **self.processes.counters())
         rows = [self.round(index, "screen") for index in range(self.plan.warmup, self.plan.warmup + self.plan.rounds)]
         self.drain("screen")
-        drained = self.writer.event("screen_mark", name="drained", **read_counters())
+        drained = self.writer.event("screen_mark", name="drained", **self.processes.counters())
         suspect, reasons = screen(baseline, rows, drained, Thresholds(**self.plan.thresholds))
         self.writer.event("screen", suspect=suspect, reasons=reasons)
         self.log(("growth seen, tracing: " if suspect else "nothing grows, no traced pass: ") + "; ".join(reasons))
         return suspect
 
     def start_tracing(self) -> None:
-        self.backends = backends_for(self.tracing)
+        self.backends = self.processes.backends(self.tracing)
         for backend in self.backends:
             backend.start(self.writer, self.role)
         self.mark("baseline")
@@ -166,22 +187,14 @@ class Driver:
 
     def find_holders(self) -> None:
         """Name who holds each leak while the objects still exist; a failure here costs only the holder chains."""
-        from .holders import record_holders
-
         start = time.perf_counter()
         try:
-            holders = record_holders(self.writer.dir, self.workload.roots(), self.plan.thresholds, self.plan.rules_file)
+            holders = self.processes.find_holders(self.writer.dir, self.plan, self.workload.roots())
         except Exception as exc:  # noqa: BLE001 - the capture is complete without them
             self.log(f"holder search failed: {type(exc).__name__}: {exc}")
             return
         if holders:
             self.log(f"holders of {len(holders)} leak(s) found in {time.perf_counter() - start:.1f} s")
-
-
-def _collect_step():
-    from ..workload import DrainStep
-
-    return DrainStep(COLLECT_STEP, gc.collect)
 
 
 def run_rounds(driver: Driver) -> None:
