@@ -9,6 +9,7 @@ from ..analysis.stacks import owner_index, short_path
 from ..analysis.verdicts import CACHE, LEAK
 from ..own_frames import driver_start
 from ..units import mib
+from .processes import by_process, process_round_table
 
 
 def stack_lines(f: Finding, depth: int = 12) -> list[str]:
@@ -75,6 +76,9 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
             for k in ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes") + (
                 ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
         lines.append("| " + " | ".join(map(str, vals)) + " |")
+    per_process = process_round_table(report["rounds"])
+    if per_process:
+        lines += ["", "Per process (the columns above are their sums):", "", *per_process]
     if report["growth"]:
         lines += ["", "## Growth over the measured rounds", "", "| counter | baseline | end | growth | after drain |",
                   "|---|---|---|---|---|"]
@@ -94,8 +98,11 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     for title, group in (("Leaks", leaks), ("Caches (released by the drain or bounded)", caches)):
         if group:
             lines += ["", f"## {title}", ""]
-            for f in group[:10]:
-                lines += _finding_md(f)
+            for role, mine in by_process(group[:10]):
+                if role is not None:
+                    lines += [f"### process {role}", ""]
+                for f in mine:
+                    lines += _finding_md(f)
     rest = [f for f in findings if f.verdict not in (LEAK, CACHE)][:5]
     if rest:
         lines += ["", "## Largest other survivors (transient)", ""]
