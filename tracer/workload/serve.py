@@ -26,8 +26,11 @@ from .requests import make_requests, single_token_words
 
 HOOK_SITE = Path(__file__).resolve().parent.parent / "record" / "hook" / "site"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+# The server batches requests as they arrive, so on CPU hosts matmul shapes differ between rounds and oneDNN's
+# kernel cache (1024 kernels by default, one per shape) would grow round after round; a small capacity makes it
+# level off within the warmup, as fixed shapes do in-process. The user's environment overrides any of these.
 SERVER_ENV = {"VLLM_SERVER_DEV_MODE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "1", "HF_HUB_OFFLINE": "1",
-              "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+              "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16"}
 # (step, endpoint): vLLM's dev-mode cache resets, in drain order
 CACHE_RESETS = (("mm_cache", "/reset_mm_cache"), ("prefix_cache", "/reset_prefix_cache"),
                 ("encoder_cache", "/reset_encoder_cache"))
