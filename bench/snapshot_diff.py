@@ -6,7 +6,7 @@ The synthetic snapshots have torch's shape: segments of ~100 blocks, frames as {
 shared between blocks (as the pickle memo shares them in real files) in a per-block list, ~2,000 distinct stacks
 of 20-70 frames; the final snapshot keeps 90% of the baseline blocks, frees 10%, reallocates 1% at the same address
 and size from another stack, and adds 10% new ones. They are written as gzip'ed protocol-4 pickles (what
-tracer.gpu_trace.save_gpu_snapshot writes) and timed from disk. Not a test: prints numbers only.
+tracer.record.backends.torch_cuda writes) and timed from disk. Not a test: prints numbers only.
 """
 
 from __future__ import annotations

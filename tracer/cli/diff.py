@@ -34,6 +34,16 @@ from .outcome import print_outcome
               help="Passed to vllm.LLM (repeatable; JSON values allowed).")
 @click.option("--preload", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Python file run in the traced process before the engine is built (repeatable).")
+@click.option("--serve", is_flag=True,
+              help="Run a real `vllm serve MODEL` (engine args as its flags) and trace every process of it: the API "
+                   "server, the engine core, the workers. Rounds go over HTTP; findings carry the process role.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="With --serve: the server's port on 127.0.0.1. Default: a free one.")
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="With --serve: seconds to wait for the server's /health.")
+@click.option("--preload-in", "preload_in", default=None, metavar="ROLE,...",
+              help="With --serve: run --preload files only in these processes (api-server, engine-core, "
+                   "worker-<rank>). Default: in every server process.")
 @click.option("--drain/--no-drain", default=True, show_default=True,
               help="Empty vLLM's caches before the baseline and after the last round, to tell caches from leaks.")
 @click.option("--host-trace/--no-host-trace", default=True, show_default=True, help="Trace host allocations (memray).")
@@ -61,7 +71,8 @@ from .outcome import print_outcome
                                            "leak over the limits, 2 bad input, 3 an engine crash or internal error, "
                                            "130 Ctrl-C.")
 @gate_options
-def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, drain, host_trace,
+def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, serve, port,
+         start_timeout, preload_in, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
          verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, accept_cycles, max_leak_per_round,
          max_leak, max_rss_per_round, gate_format, junit_file, allocator):
@@ -78,6 +89,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
                             engine_args=parse_engine_args(engine_args))
     config.validate()
     ld_preload = preload_library(allocator) if allocator else None
+    serve_options = _serve_setup(serve, port, start_timeout, preload_in)
     thresholds, extra_rules = analysis_settings(min_leak_per_round, min_leak, rules)
     out_dir = out_dir or Path("reports") / run_id(model)
     created = not out_dir.exists()
@@ -88,6 +100,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
                     "gpu": gpu, "cpp_stacks": cpp_stacks, "snapshot_every": snapshot_every, "drain": drain},
         "command": "tracer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "screen": screen,
+        "serve": serve_options,
         "holders": holders,
         "thresholds": asdict(thresholds),
         "rules": str(rules.resolve()) if rules else None,
@@ -134,6 +147,27 @@ def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool =
     if code == 2 or capture.manifest.get("status") == "failed":
         raise UsageError(capture.manifest.get("error") or "the traced session rejected its input")
     return write_report(analyze(capture, thresholds, rules), out_dir, exports=exports), exit_code(code)
+
+
+SERVE_ROLE = r"api-server|engine-core(-\d+)?|worker-\d+"
+
+
+def _serve_setup(serve: bool, port, start_timeout, preload_in) -> dict | None:
+    """The serve-mode options, checked; None without --serve."""
+    import re
+
+    if not serve:
+        if port is not None or preload_in is not None:
+            raise UsageError("--port and --preload-in apply only with --serve")
+        return None
+    roles = None
+    if preload_in is not None:
+        roles = [r.strip() for r in preload_in.split(",") if r.strip()]
+        bad = [r for r in roles if not re.fullmatch(SERVE_ROLE, r)]
+        if bad or not roles:
+            raise UsageError(f"--preload-in: unknown role {', '.join(bad) or repr(preload_in)} (expected "
+                             "api-server, engine-core or worker-<rank>, comma-separated)")
+    return {"port": port, "start_timeout": start_timeout, "preload_in": roles}
 
 
 def _gate_setup(gate: bool, baseline_file: Path | None, max_leak_per_round, max_leak, max_rss_per_round,

@@ -16,10 +16,10 @@ from .report_file import REPORT_SCHEMA
 from .summary import render_summary
 from .timeline import build_timeline
 
-ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS
+ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS + ("processes",)
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
               "preload", "tracing", "env", "device", "command", "engine_load_seconds", "engine", "drain_steps",
-              "missing_drain_steps", "engine_notes", "allocator")
+              "missing_drain_steps", "engine_notes", "allocator", "processes")
 MAX_TRANSIENT = 20
 
 

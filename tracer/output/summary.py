@@ -10,6 +10,7 @@ from ..analysis.verdicts import CACHE, CYCLE, LEAK, REPORTED, SUSPECTED
 from ..own_frames import driver_start
 from ..text_escape import md_code, md_fence, md_text
 from ..units import mib
+from .processes import by_process, process_round_table
 
 
 def stack_lines(f: Finding, depth: int = 12) -> list[str]:
@@ -104,6 +105,9 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
             for k in ("rss_bytes", "uss_bytes", "maxrss_bytes", "heap_bytes") + (
                 ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes") if gpu else ())]
         lines.append("| " + " | ".join(map(str, vals)) + " |")
+    per_process = process_round_table(report["rounds"])
+    if per_process:
+        lines += ["", "Per process (the columns above are their sums):", "", *per_process]
     if report["growth"]:
         lines += ["", "## Growth over the measured rounds", "", "| counter | baseline | end | growth | after drain |",
                   "|---|---|---|---|---|"]
@@ -132,8 +136,11 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
                          ("Caches (released by the drain or bounded)", caches)):
         if group:
             lines += ["", f"## {title}", ""]
-            for f in group[:10]:
-                lines += _finding_md(f)
+            for role, mine in by_process(group[:10]):
+                if role is not None:
+                    lines += [f"### process {md_text(role)}", ""]
+                for f in mine:
+                    lines += _finding_md(f)
     if report.get("rss"):
         lines += rss_section(report["rss"])
     rest = [f for f in findings if f.verdict not in REPORTED][:5]

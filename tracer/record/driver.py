@@ -18,7 +18,7 @@ from ..analysis.verdicts import COLLECTOR
 from ..capture import CYCLES, MAIN_ROLE, CaptureWriter
 from ..safe_files import write_json
 from ..own_frames import observed, workload_call
-from ..workload import Workload
+from ..workload import DrainStep, Workload
 from .backends import TracingBackend, backends_for
 from .gc_watch import CollectionCounter
 from .probes import malloc_state, malloc_trim, read_counters
@@ -59,6 +59,29 @@ class RunPlan:
     rules_file: str | None = None  # extra component rules, for the holder search's own analysis
 
 
+class ThisProcess:
+    """Where the workload runs when it runs in the driver's own process: counters, collection, tracing and the
+    holder search all happen here. (Serve mode has one of these for every server process instead:
+    tracer.record.hook.control.ServerProcesses.) `local`: the RSS by mapping, the allocator trim and the
+    description of garbage cycles read this very process, so they run only then."""
+
+    local = True
+
+    def counters(self) -> dict:
+        return read_counters()
+
+    def collect(self) -> None:
+        gc.collect()
+
+    def backends(self, tracing: TracingOptions) -> list[TracingBackend]:
+        return backends_for(tracing)
+
+    def find_holders(self, capture_dir, plan: RunPlan, roots: dict) -> dict:
+        from .holders import record_holders
+
+        return record_holders(capture_dir, roots, plan.thresholds, plan.rules_file)
+
+
 class ScreenedClean(Exception):
     """The screening pass saw nothing grow: the traced pass is skipped."""
 
@@ -66,9 +89,10 @@ class ScreenedClean(Exception):
 class Driver:
     def __init__(self, workload: Workload, writer: CaptureWriter, tracing: TracingOptions, plan: RunPlan,
                  on_round: Callable[[dict], None] | None = None, log: Callable[[str], None] = lambda _: None,
-                 role: str = MAIN_ROLE):
+                 role: str = MAIN_ROLE, processes=None):
         self.workload, self.writer, self.tracing, self.plan = workload, writer, tracing, plan
         self.on_round, self.log, self.role = on_round, log, role
+        self.processes = processes or ThisProcess()
         self.backends: list[TracingBackend] = []
         self.smaps: SmapsProbe | None = None
 
@@ -82,14 +106,14 @@ class Driver:
         seconds = time.perf_counter() - start
         extra = {"tokens": result} if isinstance(result, int) and not isinstance(result, bool) else {}
         row = self.writer.event("round", index=index, phase=phase, seconds=round(seconds, 4), **extra,
-                                **read_counters())
+                                **self.processes.counters())
         if self.on_round:
             self.on_round(row)
         return row
 
     def mark(self, name: str, index: int | None = None, snapshot: bool = True, **fields) -> None:
         """A boundary: counters now, then every backend's mark (a GPU snapshot when `snapshot`)."""
-        self.writer.event("mark", name=name, index=index, **fields, **read_counters())
+        self.writer.event("mark", name=name, index=index, **fields, **self.processes.counters())
         self.read_mappings(name, index)
         for backend in self.backends:
             backend.mark(self.writer, self.role, name, index, snapshot)
@@ -98,9 +122,9 @@ class Driver:
         """Each of the workload's cache resets, then a garbage collection; each step recorded with the counters
         after it (and, with `marks`, a mark the backends see, so the analysis knows what each step released)."""
         done = []
-        steps = [*workload_call(self.workload.drain_steps), _collect_step()]
+        steps = [*workload_call(self.workload.drain_steps), DrainStep(COLLECT_STEP, self.processes.collect)]
         for k, step in enumerate(steps):
-            if marks and step.name == COLLECT_STEP and self.tracing.host:
+            if marks and step.name == COLLECT_STEP and self.tracing.host and self.processes.local:
                 self.inspect_cycles()
             try:
                 workload_call(step.run)
@@ -109,7 +133,7 @@ class Driver:
                                   error=f"{type(exc).__name__}: {exc}".splitlines()[0])
                 continue
             done.append(step.name)
-            self.writer.event("drain_step", when=when, step=step.name, ok=True, **read_counters())
+            self.writer.event("drain_step", when=when, step=step.name, ok=True, **self.processes.counters())
             if marks and k < len(steps) - 1:
                 self.mark("drain_step", k, snapshot=False, step=step.name)
         self.writer.event("drain", when=when, reset=[s for s in done if s != COLLECT_STEP])
@@ -152,18 +176,18 @@ class Driver:
         from ..analysis.verdicts import Thresholds
         from .screen import screen
 
-        baseline = self.writer.event("screen_mark", name="baseline", **read_counters())
+        baseline = self.writer.event("screen_mark", name="baseline", **self.processes.counters())
         rows = [self.round(index, "screen") for index in range(self.plan.warmup, self.plan.warmup + self.plan.rounds)]
         self.drain("screen")
-        drained = self.writer.event("screen_mark", name="drained", **read_counters())
+        drained = self.writer.event("screen_mark", name="drained", **self.processes.counters())
         suspect, reasons = screen(baseline, rows, drained, Thresholds(**self.plan.thresholds))
         self.writer.event("screen", suspect=suspect, reasons=reasons)
         self.log(("growth seen, tracing: " if suspect else "nothing grows, no traced pass: ") + "; ".join(reasons))
         return suspect
 
     def start_tracing(self) -> None:
-        self.backends = backends_for(self.tracing)
-        self.smaps = SmapsProbe()
+        self.backends = self.processes.backends(self.tracing)
+        self.smaps = SmapsProbe() if self.processes.local else None
         for backend in self.backends:
             backend.start(self.writer, self.role)
         self.mark("baseline")
@@ -202,7 +226,8 @@ class Driver:
             self.writer.event("gc_during_rounds", **collections.as_event())
             if self.tracing.drain:
                 self.drain("final", marks=True)
-                self.release_retained()
+                if self.processes.local:
+                    self.release_retained()
                 self.mark("drained")
         finally:
             self.stop_tracing()
@@ -226,22 +251,14 @@ class Driver:
 
     def find_holders(self) -> None:
         """Name who holds each leak while the objects still exist; a failure here costs only the holder chains."""
-        from .holders import record_holders
-
         start = time.perf_counter()
         try:
-            holders = record_holders(self.writer.dir, self.workload.roots(), self.plan.thresholds, self.plan.rules_file)
+            holders = self.processes.find_holders(self.writer.dir, self.plan, self.workload.roots())
         except Exception as exc:  # noqa: BLE001 - the capture is complete without them
             self.log(f"holder search failed: {type(exc).__name__}: {exc}")
             return
         if holders:
             self.log(f"holders of {len(holders)} leak(s) found in {time.perf_counter() - start:.1f} s")
-
-
-def _collect_step():
-    from ..workload import DrainStep
-
-    return DrainStep(COLLECT_STEP, gc.collect)
 
 
 def _empty_cuda_cache() -> dict | None:

@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..workload.config import WorkloadConfig
 from ..workload.engine import ENGINE_ENV, InProcessEngine
 from ..workload.engine_errors import EngineStartError
+from ..workload.serve import SERVER_ENV
 from .driver import Driver, RunPlan, ScreenedClean, TracingOptions, run_rounds
 from .probes import device_name
 
@@ -103,18 +104,30 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
                    holders=options.get("holders", True), thresholds=options.get("thresholds", {}),
                    rules_file=options.get("rules"))
     progress = Progress(config.warmup + config.rounds * (2 if plan.screen else 1))
-    workload = InProcessEngine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
+    serve = options.get("serve")
+    if serve:
+        from ..workload.serve import ServedEngine
+
+        preload = [{"file": f, "roles": serve.get("preload_in")} for f in options.get("preload", [])]
+        workload = ServedEngine(config, capture_dir / "engine.log", port=serve.get("port"),
+                                start_timeout=serve.get("start_timeout", 300.0), preload=preload,
+                                on_start=lambda model: log(f"starting vllm serve on {model} ..."))
+        writer.manifest["run"]["env"] = {k: os.environ.get(k, v) for k, v in SERVER_ENV.items()}
+    else:
+        workload = InProcessEngine(config, on_start=lambda model: log(f"starting vLLM on {model} ..."))
     shown = False  # the error's lines are out already
     try:
         config.validate()
-        for file in options.get("preload", []):
-            load_preload(file)
+        if not serve:
+            for file in options.get("preload", []):
+                load_preload(file)
         facts = workload.start()
         for note in facts.get("engine_notes", []):
             log(note)
         writer.manifest["run"].update(versions=versions(), device=device_name(), **facts)
         writer.save_manifest()
-        run_rounds(Driver(workload, writer, tracing, plan, on_round=progress.round, log=log))
+        run_rounds(Driver(workload, writer, tracing, plan, on_round=progress.round, log=log,
+                          processes=workload.processes if serve else None))
         status, error, code = "complete", None, 0
     except ScreenedClean:
         status, error, code = "complete", None, 0
@@ -131,6 +144,9 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         status, error, code = "partial", f"{message} (at {innermost_frames(exc)})", 1
+    finally:
+        if serve:
+            workload.stop()
     writer.finish(status, error)
     if error and code != 2 and not shown:  # bad input is printed once, by `tracer diff`
         log(f"error: {error}" + (f"; full traceback in {log_file}" if log_file and code == 1 else ""))

@@ -1,0 +1,150 @@
+"""`tracer diff --serve`: a real `vllm serve` of the CPU build on the tiny model, every process traced.
+
+Each test runs the CLI as a user would, with a tag in its environment that every process of the server inherits;
+afterwards no process may carry it (no orphans, whatever way the run ended).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from conftest import PLANTS, ROOT, load_report, tracer_env
+
+pytestmark = pytest.mark.engine
+
+ROUNDS = 4
+TAG = "TRACER_TEST_RUN"
+
+
+def tagged_env() -> tuple[dict, str]:
+    tag = uuid.uuid4().hex
+    return {**tracer_env(), TAG: tag}, tag
+
+
+def processes_tagged(tag: str) -> list[int]:
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG) == tag:
+                out.append(proc.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def serve(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`tracer diff --serve ARGS`; asserts that no process of the run is left."""
+    env, tag = tagged_env()
+    result = subprocess.run([sys.executable, "-m", "tracer", "diff", "--serve", *args], capture_output=True,
+                            text=True, env=env, timeout=timeout, cwd=ROOT)
+    time.sleep(1)
+    assert processes_tagged(tag) == [], f"orphans left: {processes_tagged(tag)}\n{result.stderr[-2000:]}"
+    return result
+
+
+def leaks(report: dict) -> list[dict]:
+    return [f for f in report["findings"] if f["verdict"] == "leak"]
+
+
+def one_error_line(result, code: int, needle: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("tracer: error: ") and needle in lines[-1], result.stderr[-3000:]
+    assert sum(line.startswith("tracer: error: ") for line in lines) == 1
+
+
+def test_clean_run_has_no_leak_in_any_process(tmp_path):
+    out = tmp_path / "report"
+    result = serve("--rounds", str(ROUNDS), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out)
+    assert report["status"] == "complete" and report["verdict"] == "clean", report["findings"][:3]
+    assert leaks(report) == []
+    assert report["run"]["processes"][:2] == ["api-server", "engine-core"]
+    roles = set(report["run"]["processes"])
+    assert {f["role"] for f in report["findings"]} <= roles
+    measured = [r for r in report["rounds"] if r["phase"] == "measured"]
+    assert len(measured) == ROUNDS
+    for row in measured:  # counters of every process after every round, and the server's sums
+        assert set(row["processes"]) == roles
+        assert row["rss_bytes"] == sum(p["rss_bytes"] for p in row["processes"].values())
+        assert all(p["heap_bytes"] > 0 and p["uss_bytes"] > 0 for p in row["processes"].values())
+    assert report["run"]["missing_drain_steps"] == []
+    summary = (out / "summary.md").read_text()
+    assert "api-server RSS MiB" in summary and "engine-core C heap MiB" in summary
+
+
+@pytest.mark.parametrize("plant, role, holder", [
+    ("serve_image_bytes", "api-server", "serve_image_bytes._kept["),
+    ("serve_scheduler_features", "engine-core", "serve_scheduler_features._by_request["),
+], ids=["api-server", "engine-core"])
+def test_planted_leak_is_found_in_its_process(tmp_path, plant, role, holder):
+    out = tmp_path / "report"
+    result = serve("--rounds", str(ROUNDS), "--out", str(out), "--preload", str(PLANTS / f"{plant}.py"),
+                   "--preload-in", role)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out)
+    assert report["verdict"] == "leak"
+    top = max(leaks(report), key=lambda f: f["bytes"])
+    assert top["role"] == role and top["id"].startswith("h")
+    per_round = top["per_round_bytes"]
+    assert all(b > a for a, b in zip(per_round, per_round[1:])), per_round  # grows every round
+    assert any(path.startswith(holder) for path in top["details"]["holders"]), top["details"]
+    assert [f["role"] for f in leaks(report)] == [role] * len(leaks(report))  # the plant ran only there
+    assert f"### process {role}" in (out / "summary.md").read_text()
+
+
+def test_server_dying_mid_run_gives_partial_report(tmp_path):
+    out = tmp_path / "report"
+    result = serve("--rounds", str(ROUNDS), "--out", str(out), "--preload", str(PLANTS / "serve_engine_core_dies.py"),
+                   "--preload-in", "engine-core")
+    assert result.returncode == 1, result.stderr[-3000:]
+    report = load_report(out)
+    assert report["status"] == "partial" and report["error"]
+    assert 1 <= len([r for r in report["rounds"] if r["phase"] == "measured"]) < ROUNDS
+
+
+def test_ctrl_c_gives_130_and_no_orphans(tmp_path):
+    out = tmp_path / "report"
+    env, tag = tagged_env()
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "diff", "--serve", "--rounds", "20", "--out", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    for line in proc.stderr:
+        if "(measured)" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=300)[1]
+    time.sleep(1)
+    assert proc.returncode == 130, rest[-3000:]
+    assert processes_tagged(tag) == []
+    assert load_report(out)["status"] == "partial"
+
+
+def test_port_already_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = serve("--rounds", "1", "--out", str(tmp_path / "r"), "--port", str(port))
+    one_error_line(result, 2, f"--port {port}: already in use")
+
+
+def test_model_that_fails_to_load(tmp_path):
+    model = tmp_path / "broken"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "no_such_model_type", "architectures": ["Nothing"]}')
+    result = serve("--rounds", "1", "--out", str(tmp_path / "r"), "--model", str(model))
+    one_error_line(result, 2, "vllm serve exited with code")
+
+
+def test_server_never_healthy_within_start_timeout(tmp_path):
+    result = serve("--rounds", "1", "--out", str(tmp_path / "r"), "--start-timeout", "3")
+    one_error_line(result, 2, "not healthy within --start-timeout 3 s")
