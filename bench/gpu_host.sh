@@ -24,7 +24,7 @@ case ${1:-runs} in
     ;;
   serve)
     diff_run serve-clean --serve --rounds 6
-    diff_run serve-planted --serve --rounds 6 --preload tests/plants/gpu_encoder_outputs.py --preload-in worker-0
+    diff_run serve-planted --serve --rounds 6 --preload tests/plants/gpu_encoder_outputs.py --preload-in engine-core
     ;;
   e2e)
     python bench/end_to_end.py --model qwen3-vl-4b --repeats 1 >"$OUT/e2e.md" 2>/tmp/runs/e2e.log

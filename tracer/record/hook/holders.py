@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...capture import HOLDERS, read_capture
-from ...json_files import write_json_atomic
+from ...safe_files import write_json
 
 
 def record_server_holders(processes, capture_dir: Path, thresholds: dict | None = None,
@@ -38,5 +38,5 @@ def record_server_holders(processes, capture_dir: Path, thresholds: dict | None 
         gpu = gpu_ranges(final, gpu_ids, role) if gpu_ids and final else []
         reply = processes.call(pid, "holders", timeout=180.0, host=host, gpu=gpu)
         holders.update(reply["holders"])
-    write_json_atomic(capture.dir / HOLDERS, holders)
+    write_json(capture.dir / HOLDERS, holders)
     return holders
