@@ -151,7 +151,7 @@ def test_compare_bad_input(tmp_path):
     other.write_text(json.dumps({**report([]), "schema": "tracer.report/2"}))
     not_report = tmp_path / "notes.txt"
     not_report.write_text("hello\n")
-    cases = [(other, "schema 'tracer.report/2'"), (tmp_path / "missing", "no such report"),
+    cases = [(other, "schema 'tracer.report/2'"), (tmp_path / "missing", "no such file"),
              (not_report, "not valid JSON")]
     for path, message in cases:
         result = run_tracer("compare", str(good), str(path))

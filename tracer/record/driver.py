@@ -21,7 +21,7 @@ from ..own_frames import observed, workload_call
 from ..workload import DrainStep, Workload
 from .backends import TracingBackend, backends_for
 from .gc_watch import CollectionCounter
-from .probes import malloc_state, malloc_trim, read_counters
+from .probes import gc_neutral, malloc_state, malloc_trim, read_counters
 from .smaps import SmapsProbe
 
 COLLECT_STEP = COLLECTOR  # the last step of every drain: a full garbage collection
@@ -111,6 +111,7 @@ class Driver:
             self.on_round(row)
         return row
 
+    @gc_neutral
     def mark(self, name: str, index: int | None = None, snapshot: bool = True, **fields) -> None:
         """A boundary: counters now, then every backend's mark (a GPU snapshot when `snapshot`)."""
         self.writer.event("mark", name=name, index=index, **fields, **self.processes.counters())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import functools
+import gc
 import os
 import platform
 import resource
@@ -90,6 +92,25 @@ def gpu_counters() -> dict:
     return out
 
 
+def gc_neutral(fn):
+    """Run a probe with the garbage collector paused. A probe's temporary objects would otherwise count toward
+    the collector's thresholds and trigger collections the workload would not have had, which frees reference
+    cycles early and hides exactly the growth a `cycle` finding reports."""
+
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@gc_neutral
 def read_counters() -> dict:
     return {**host_counters(), **gpu_counters()}
 

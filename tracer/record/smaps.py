@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import time
 
+from .probes import gc_neutral
+
 _HEADER = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+ *(.*)$", re.M)
 _RSS = re.compile(rb"^Rss:\s+(\d+) kB", re.M)
 
@@ -80,6 +82,7 @@ class SmapsProbe:
         self.first: dict[int, list] | None = None  # the table at the first read (the baseline)
         self.last: dict[int, list] | None = None
 
+    @gc_neutral
     def read(self) -> dict:
         """Fields of an `smaps` event: `rows` [start, end, kind, path, rss] of new or changed mappings,
         `gone` the starts of mappings unmapped since the last read, `full` on the first read, `seconds`."""
