@@ -209,7 +209,7 @@ class Capture:
 
 _RUN_DICTS = ("versions", "tracing", "engine_args", "env")
 _RUN_TEXT = ("model", "model_path", "images", "device", "command", "image_size")
-_RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words")
+_RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words", "rounds_added", "max_rounds")
 
 
 def _is_int(v) -> bool:
@@ -222,6 +222,11 @@ def _is_finite(v) -> bool:
 
 def _is_count(v) -> bool:
     return _is_int(v) and 0 <= v < MAX_COUNT
+
+
+def _is_address(v) -> bool:
+    """A 64-bit virtual address: the kernel's own mappings ([vsyscall] at 0xffffffffff600000) lie above 2**63."""
+    return _is_int(v) and 0 <= v < 2**64
 
 
 def check_manifest(manifest: object, where: str) -> dict:
@@ -292,6 +297,8 @@ def check_event(row: object, where: str) -> dict:
         if not isinstance(row.get("suspect"), bool) or not isinstance(reasons, list) or not all(
                 isinstance(r, str) for r in reasons):
             raise UsageError(f"{where}: screen event without suspect (true/false) and reasons (a list of text)")
+        if not isinstance(row.get("python_allocators", False), bool):
+            raise UsageError(f"{where}: screen event whose python_allocators is not true/false")
     return row
 
 
@@ -300,10 +307,10 @@ def _check_smaps(row: dict, where: str) -> dict:
     if not isinstance(row.get("mark"), str) or not (row.get("index") is None or _is_int(row["index"])):
         raise UsageError(f"{where}: smaps event without a mark, or with an index that is not an integer")
     if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 5 and _is_count(r[0]) and _is_count(r[1]) and isinstance(r[2], str)
+            isinstance(r, list) and len(r) == 5 and _is_address(r[0]) and _is_address(r[1]) and isinstance(r[2], str)
             and isinstance(r[3], str) and _is_count(r[4]) for r in rows):
         raise UsageError(f"{where}: smaps rows must be [start, end, kind, path, rss] with byte counts")
-    if not isinstance(gone, list) or not all(_is_count(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
+    if not isinstance(gone, list) or not all(_is_address(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
         raise UsageError(f"{where}: smaps event with a bad gone list or seconds")
     return row
 
@@ -362,8 +369,25 @@ def _check_gc_during_rounds(row: dict, where: str) -> dict:
     return row
 
 
+def _check_rounds_added(row: dict, where: str) -> dict:
+    checks = row.get("checks")
+    if not all(_is_count(row.get(k)) for k in ("planned", "added", "max_rounds")) or not isinstance(checks, list) or not all(
+            isinstance(c, dict) and _is_count(c.get("after")) and _is_count(c.get("added"))
+            and isinstance(c.get("undecided"), list) and all(_is_undecided_group(g) for g in c["undecided"])
+            for c in checks):
+        raise UsageError(f"{where}: rounds_added event without planned, added, max_rounds (counts) and checks "
+                         "(after, added, undecided groups)")
+    return row
+
+
+def _is_undecided_group(g: object) -> bool:
+    return (isinstance(g, dict) and isinstance(g.get("id"), str) and isinstance(g.get("component"), str)
+            and (g.get("owner") is None or isinstance(g["owner"], str)) and _is_count(g.get("bytes"))
+            and _is_finite(g.get("slope_bytes_per_round")) and _is_finite(g.get("p_rising")))
+
+
 _CHECKS = {"smaps": _check_smaps, "allocator_trim": _check_allocator_trim, "rss_owners": _check_rss_owners,
-           "gc_during_rounds": _check_gc_during_rounds}
+           "gc_during_rounds": _check_gc_during_rounds, "rounds_added": _check_rounds_added}
 
 
 def check_streams(streams: object, where: str) -> list[Stream]:
