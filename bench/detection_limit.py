@@ -116,7 +116,8 @@ def limit_part(args) -> None:
 
 def tracer_diff(out: Path, *options: str) -> dict:
     """Run `tracer diff` as a user would; its report."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "envfix"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(ROOT / "envfix"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     command = [sys.executable, "-m", "tracer", "diff", "--out", str(out), *options]
     print("[limit] " + " ".join(command[2:]), file=sys.stderr, flush=True)
     result = subprocess.run(command, env=env, capture_output=True, text=True)

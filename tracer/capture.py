@@ -371,7 +371,8 @@ def _check_gc_during_rounds(row: dict, where: str) -> dict:
 
 def _check_rounds_added(row: dict, where: str) -> dict:
     checks = row.get("checks")
-    if not all(_is_count(row.get(k)) for k in ("planned", "added", "max_rounds")) or not isinstance(checks, list) or not all(
+    counts = all(_is_count(row.get(k)) for k in ("planned", "added", "max_rounds"))
+    if not counts or not isinstance(checks, list) or not all(
             isinstance(c, dict) and _is_count(c.get("after")) and _is_count(c.get("added"))
             and isinstance(c.get("undecided"), list) and all(_is_undecided_group(g) for g in c["undecided"])
             for c in checks):
