@@ -1,9 +1,9 @@
-"""Small leaks on the real vLLM CPU engine: a list of KV block ids growing about 4 KiB a round
+"""Small leaks on the real vLLM CPU engine: a list of KV block ids growing about 3 KiB a round
 (tests/plants/kv_block_id_list.py), found with `--rounds auto` at lowered thresholds; and the screen switching
 Python allocator tracing on for the traced pass when the C heap kept growth past the drain.
 
-Thresholds: `--min-leak-per-round 2KiB --min-leak 64KiB`, so a 4 KiB/round list keeps too little after 8 rounds
-(about 32 KiB) and `--rounds auto` must add rounds until it is a leak.
+Thresholds: `--min-leak-per-round 2KiB --min-leak 64KiB`, so a 3 KiB/round list keeps too little after 8 rounds
+(about 24 KiB) and `--rounds auto` must add rounds until it is a leak.
 """
 
 from __future__ import annotations

