@@ -1,17 +1,31 @@
-"""Smallest leak per round that tracer reports as `leak` in 8 rounds, on one engine, at several sizes.
+"""Detection limit of tracer's analysis: the smallest planted leak it reports, and clean runs that must stay clean.
 
-    PYTHONPATH=envfix python bench/detection_limit.py --model tiny          # host (CPU tensors) on a CPU host
-    python bench/detection_limit.py --model qwen3-vl-4b                     # GPU blocks on a CUDA host
+    PYTHONPATH=envfix python bench/detection_limit.py --model tiny          # all three parts, on a CPU host
+    python bench/detection_limit.py --model qwen3-vl-4b --parts limit       # GPU blocks on a CUDA host
 
-Plants tests/plants/gpu_encoder_outputs.py (a slice of every vision-encoder output kept after its request) and
-for each size runs drain, baseline, measured rounds and the final drain under tracer's round driver, then the
-same analysis as `tracer analyze`. Prints, per size: bytes leaked per round, whether the planted group was found,
-its verdict and rank among leaks, and how many other leak verdicts there were (false positives).
+Three parts (`--parts`, comma-separated), each printing a Markdown table:
+
+- limit: plants tests/plants/gpu_encoder_outputs.py (a slice of every vision-encoder output kept after its
+  request) and for each size runs drain, baseline, measured rounds and the final drain under tracer's round
+  driver on one engine, then the same analysis as `tracer analyze`, with the thresholds given (default: tracer's
+  defaults, for a like-for-like table with reports/bench/detection-limit-before.md). Per size: bytes leaked per
+  round, the planted group's verdict and rank among leaks, and how many other leak verdicts there were.
+- list: `tracer diff --rounds auto` with tests/plants/kv_block_id_list.py (a list of KV block ids that grows a
+  few KiB a round) at `--list-thresholds`: the planted list's verdict, rank among leaks, its growth per round,
+  the rounds run and added.
+- clean: `tracer diff` without a plant, fresh and fixed images, the processor cache on and off
+  (`mm_processor_cache_gb=0`), at each of `--clean-rounds`, default thresholds: the leak, cycle and `leak?`
+  verdicts of each run (the target: none).
+
+The list and clean parts run the whole `tracer diff` command, as a user would. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,16 +43,37 @@ from tracer.workload.config import WorkloadConfig  # noqa: E402
 from tracer.workload.engine import InProcessEngine  # noqa: E402
 
 PLANT = ROOT / "tests" / "plants" / "gpu_encoder_outputs.py"
+LIST_PLANT = ROOT / "tests" / "plants" / "kv_block_id_list.py"
+LIST_PLANTER = "get_new_blocks_recording_ids"
+CLEAN_RUNS = [("fresh", True), ("fixed", True), ("fresh", False), ("fixed", False)]
+NOT_CLEAN = ("leak", "cycle", "leak?")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="limit,list,clean", help="which parts to run: limit, list, clean")
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8, help="measured rounds of the limit part")
     parser.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB", help="bytes kept per encoder output")
-    parser.add_argument("--min-leak-per-round", default="64KiB", help="analysis threshold, as tracer diff's")
-    parser.add_argument("--min-leak", default="256KiB", help="analysis threshold, as tracer diff's")
+    parser.add_argument("--min-leak-per-round", default="64KiB", help="analysis threshold of the limit part")
+    parser.add_argument("--min-leak", default="256KiB", help="analysis threshold of the limit part")
+    parser.add_argument("--list-thresholds", default="--min-leak-per-round 2KiB --min-leak 64KiB",
+                        help="tracer diff threshold options of the list part")
+    parser.add_argument("--max-rounds", type=int, default=32, help="cap of --rounds auto in the list part")
+    parser.add_argument("--clean-rounds", default="8,32", help="measured rounds of the clean runs")
+    parser.add_argument("--out", type=Path, help="keep the reports of the list and clean parts here")
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    out = args.out or Path(tempfile.mkdtemp(prefix="tracer-limit-"))
+    if "limit" in parts:
+        limit_part(args)
+    if "list" in parts:
+        list_part(args, out)
+    if "clean" in parts:
+        clean_part(args, out)
+
+
+def limit_part(args) -> None:
     load_preload(str(PLANT))
     plant = sys.modules[PLANT.stem]
     engine = InProcessEngine(WorkloadConfig(model=args.model, rounds=args.rounds))
@@ -76,6 +111,66 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for size_text, per_round, verdict, rank, others in rows:
         print(f"| {size_text} | {per_round / 1024:.1f} KiB | {verdict} | {rank or '-'} | {others} |")
+    print()
+
+
+def tracer_diff(out: Path, *options: str) -> dict:
+    """Run `tracer diff` as a user would; its report."""
+    paths = [str(ROOT / "envfix"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    command = [sys.executable, "-m", "tracer", "diff", "--out", str(out), *options]
+    print("[limit] " + " ".join(command[2:]), file=sys.stderr, flush=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"tracer diff failed ({result.returncode}): {result.stderr[-2000:]}")
+    return json.loads((out / "report.json").read_text())
+
+
+def measured(report: dict) -> int:
+    return sum(1 for r in report["rounds"] if r["phase"] == "measured")
+
+
+def list_part(args, out: Path) -> None:
+    options = ["--model", args.model, "--rounds", "auto", "--max-rounds", str(args.max_rounds),
+               "--preload", str(LIST_PLANT), *args.list_thresholds.split()]
+    report = tracer_diff(out / "list", *options)
+    leaks = [f for f in report["findings"] if f["verdict"] == "leak"]
+    planted = [f for f in report["findings"] if any(fr["function"] == LIST_PLANTER for fr in f["stack"])]
+    top = max(planted, key=lambda f: f["bytes"]) if planted else None
+    rank = next((i + 1 for i, f in enumerate(leaks) if top is not None and f["id"] == top["id"]), None)
+    slope = top["details"]["trend"]["slope_bytes_per_round"] if top else 0
+    print(f"`tracer diff {' '.join(options)}` (model {args.model})")
+    print("| planted list | grows per round (Theil-Sen) | verdict | rank among leaks | other leak verdicts | "
+          "measured rounds | rounds added | holder |")
+    print("|---|---|---|---|---|---|---|---|")
+    holder = (top or {}).get("details", {}).get("holders", ["-"])[0] if top else "-"
+    print(f"| {LIST_PLANT.name} | {slope / 1024:.1f} KiB | {top['verdict'] if top else 'not found'} | {rank or '-'} | "
+          f"{sum(1 for f in leaks if top is None or f['id'] != top['id'])} | {measured(report)} | "
+          f"{report['run'].get('rounds_added')} | `{holder}` |")
+    for note in report["notes"]:
+        if note.startswith("--rounds auto"):
+            print(f"\n{note}")
+    print()
+
+
+def clean_part(args, out: Path) -> None:
+    rows = []
+    for rounds in (int(r) for r in args.clean_rounds.split(",")):
+        for images, cache in CLEAN_RUNS:
+            options = ["--model", args.model, "--rounds", str(rounds), "--images", images,
+                       *(() if cache else ("--engine-arg", "mm_processor_cache_gb=0"))]
+            report = tracer_diff(out / f"clean-{images}-cache-{'on' if cache else 'off'}-{rounds}", *options)
+            counts = {v: sum(1 for f in report["findings"] if f["verdict"] == v) for v in (*NOT_CLEAN, "cache")}
+            rows.append((images, cache, rounds, report["verdict"], counts))
+            print(f"[limit] clean {images} cache {cache} {rounds} rounds: {report['verdict']} {counts}",
+                  file=sys.stderr, flush=True)
+    print(f"clean runs, model {args.model}, default thresholds")
+    print("| images | processor cache | rounds | verdict | leak | cycle | leak? | cache |")
+    print("|---|---|---|---|---|---|---|---|")
+    for images, cache, rounds, verdict, c in rows:
+        print(f"| {images} | {'on' if cache else 'off (mm_processor_cache_gb=0)'} | {rounds} | {verdict} | "
+              f"{c['leak']} | {c['cycle']} | {c['leak?']} | {c['cache']} |")
+    print()
 
 
 if __name__ == "__main__":

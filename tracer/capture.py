@@ -209,7 +209,7 @@ class Capture:
 
 _RUN_DICTS = ("versions", "tracing", "engine_args", "env")
 _RUN_TEXT = ("model", "model_path", "images", "device", "command", "image_size")
-_RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words")
+_RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words", "rounds_added", "max_rounds")
 
 
 def _is_int(v) -> bool:
@@ -225,7 +225,7 @@ def _is_count(v) -> bool:
 
 
 def _is_address(v) -> bool:
-    """A 64-bit address (the kernel's vsyscall page sits above 2**63)."""
+    """A 64-bit virtual address: the kernel's own mappings ([vsyscall] at 0xffffffffff600000) lie above 2**63."""
     return _is_int(v) and 0 <= v < 2**64
 
 
@@ -297,6 +297,8 @@ def check_event(row: object, where: str) -> dict:
         if not isinstance(row.get("suspect"), bool) or not isinstance(reasons, list) or not all(
                 isinstance(r, str) for r in reasons):
             raise UsageError(f"{where}: screen event without suspect (true/false) and reasons (a list of text)")
+        if not isinstance(row.get("python_allocators", False), bool):
+            raise UsageError(f"{where}: screen event whose python_allocators is not true/false")
     return row
 
 
@@ -367,8 +369,26 @@ def _check_gc_during_rounds(row: dict, where: str) -> dict:
     return row
 
 
+def _check_rounds_added(row: dict, where: str) -> dict:
+    checks = row.get("checks")
+    counts = all(_is_count(row.get(k)) for k in ("planned", "added", "max_rounds"))
+    if not counts or not isinstance(checks, list) or not all(
+            isinstance(c, dict) and _is_count(c.get("after")) and _is_count(c.get("added"))
+            and isinstance(c.get("undecided"), list) and all(_is_undecided_group(g) for g in c["undecided"])
+            for c in checks):
+        raise UsageError(f"{where}: rounds_added event without planned, added, max_rounds (counts) and checks "
+                         "(after, added, undecided groups)")
+    return row
+
+
+def _is_undecided_group(g: object) -> bool:
+    return (isinstance(g, dict) and isinstance(g.get("id"), str) and isinstance(g.get("component"), str)
+            and (g.get("owner") is None or isinstance(g["owner"], str)) and _is_count(g.get("bytes"))
+            and _is_finite(g.get("slope_bytes_per_round")) and _is_finite(g.get("p_rising")))
+
+
 _CHECKS = {"smaps": _check_smaps, "allocator_trim": _check_allocator_trim, "rss_owners": _check_rss_owners,
-           "gc_during_rounds": _check_gc_during_rounds}
+           "gc_during_rounds": _check_gc_during_rounds, "rounds_added": _check_rounds_added}
 
 
 def check_streams(streams: object, where: str) -> list[Stream]:

@@ -161,3 +161,18 @@ def test_trend_slope_and_test_resist_one_outlier():
     t = trend([1, 2, 3, 40, 5, 6, 7, 8])
     assert t.slope == pytest.approx(1.0) and t.rising
     assert not trend([5, 5, 5, 5, 5, 5]).rising and trend([5, 5, 5, 5, 5, 5]).p_rising == 1.0
+
+
+def test_leak_rate_still_under_the_total_minimum_asks_for_more_rounds():
+    """A list growing 4 KiB a round keeps 32 KiB after 8 rounds: under a 64 KiB --min-leak, yet rising at a leak's
+    rate, so more rounds would tell; once it keeps enough it is a leak, and then no longer undecided."""
+    th = Thresholds(min_per_round=2 * KiB, min_total=64 * KiB)
+    young = group([4 * k / 1024 for k in range(1, 9)], after_drain_mib=32 / 1024)
+    apply_verdicts([young], th, False)
+    assert young.verdict == TRANSIENT and undecided(young, th)
+    grown = group([4 * k / 1024 for k in range(1, 33)], after_drain_mib=128 / 1024)
+    apply_verdicts([grown], th, False)
+    assert grown.verdict == LEAK and not undecided(grown, th)
+    slow = group([1 * k / 1024 for k in range(1, 9)])  # rising, but under the per-round minimum
+    apply_verdicts([slow], th, False)
+    assert slow.verdict == TRANSIENT and not undecided(slow, th)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..capture import Capture, read_capture
+from .added_rounds import describe_added
 from .components import Rule, classify_component
 from .counters import growth_table, vllm_check
 from .findings import Finding, merge_by_id
@@ -83,7 +84,12 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     findings, notes = stream_findings(capture)
     for result in capture.of_type("screen"):
         notes.append(("Screening pass (untraced): growth seen, so the rounds were traced. " if result["suspect"] else
-                      "Screening pass (untraced): nothing grows, so no traced pass ran. ") + "; ".join(result["reasons"]))
+                      "Screening pass (untraced): nothing grows, so no traced pass ran. ") + "; ".join(result["reasons"])
+                     + (". The C heap kept growth past the drain, so the traced pass also recorded Python's own "
+                        "allocator (pymalloc) one allocation at a time (memray trace_python_allocators), to see small "
+                        "Python objects such as a list of ints" if result.get("python_allocators") else ""))
+    for event in capture.of_type("rounds_added"):
+        notes.append(describe_added(event))
     holders = capture.holders()
     for f in findings:
         f.component = classify_component(f.stack, rules)

@@ -110,11 +110,14 @@ def _without_drain_step(f: Finding, th: Thresholds, t: Trend, missing: list[str]
 
 
 def undecided(f: Finding, th: Thresholds) -> bool:
-    """Not called a leak, yet it may be growing at a leak's rate: more rounds would tell."""
+    """Not called a leak, yet it may be growing at a leak's rate: more rounds would tell. Either the trend is not
+    yet significant, or it rises at a leak's rate but has not yet kept `min_total` bytes."""
     if f.verdict != TRANSIENT or len(f.per_round_bytes) < 2:
         return False
     t = trend(f.per_round_bytes)
-    return t.slope >= th.min_per_round and (t.undecided or (t.rounds < 4 and t.slope > 0))
+    if t.slope < th.min_per_round:
+        return False
+    return t.undecided or (t.rounds < 4 and t.slope > 0) or (f.bytes < th.min_total and grows(f.per_round_bytes, th, t))
 
 
 def apply_verdicts(findings: list[Finding], th: Thresholds, drained: bool, missing_steps: tuple[str, ...] = ()) -> None:

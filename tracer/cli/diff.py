@@ -14,14 +14,19 @@ import click
 from ..errors import UsageError
 from ..record.allocators import preload_library
 from ..workload.config import IMAGE_MODES, WorkloadConfig, parse_engine_args
-from .options import analysis_settings, export_option, gate_exit, gate_options, threshold_options
+from ..record.auto_rounds import FIRST_ROUNDS, MAX_ROUNDS
+from .options import ROUNDS, analysis_settings, export_option, gate_exit, gate_options, threshold_options
 from .outcome import print_outcome
 
 
 @click.command()
 @click.option("--model", default="tiny", show_default=True,
               help="Preset (tiny, qwen3-vl-4b: dummy weights, built offline), a model directory or a HF name.")
-@click.option("--rounds", type=int, default=8, show_default=True, help="Measured rounds.")
+@click.option("--rounds", type=ROUNDS, default="8", show_default=True,
+              help="Measured rounds, or `auto`: 8, then doubled while any group's trend is undecided (a slope not "
+                   "yet significant, or a leak's rate still under --min-leak), up to --max-rounds.")
+@click.option("--max-rounds", type=click.IntRange(min=2), default=None,
+              help=f"Cap of --rounds auto (default {MAX_ROUNDS}).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Warmup rounds before the baseline.")
 @click.option("--batch", type=int, default=4, show_default=True, help="Chat requests per round.")
 @click.option("--images", type=click.Choice(IMAGE_MODES), default="fresh", show_default=True,
@@ -71,8 +76,8 @@ from .outcome import print_outcome
                                            "leak over the limits, 2 bad input, 3 an engine crash or internal error, "
                                            "130 Ctrl-C.")
 @gate_options
-def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, serve, port,
-         start_timeout, preload_in, drain, host_trace,
+def diff(model, rounds, max_rounds, warmup, batch, images, image_size, max_tokens, seed, engine_args, preload, serve,
+         port, start_timeout, preload_in, drain, host_trace,
          native_traces, trace_python_allocators, gpu, cpp_stacks, snapshot_every, screen, holders, out_dir, as_json,
          verbose, min_leak_per_round, min_leak, rules, exports, gate, baseline_file, accept_cycles, max_leak_per_round,
          max_leak, max_rss_per_round, gate_format, junit_file, allocator):
@@ -82,6 +87,11 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
     (memray) and GPU blocks (torch memory history) made after the baseline and still live at the end are
     grouped by call stack, labelled by vLLM component and classified as leak, cache or transient.
     """
+    if rounds == "auto":
+        max_rounds = max_rounds or MAX_ROUNDS
+        rounds = min(FIRST_ROUNDS, max_rounds)
+    elif max_rounds is not None:
+        raise UsageError("--max-rounds applies only with --rounds auto")
     gate_baseline = _gate_setup(gate, baseline_file, max_leak_per_round, max_leak, max_rss_per_round, gate_format,
                                 junit_file, accept_cycles)
     config = WorkloadConfig(model=model, warmup=warmup, rounds=rounds, batch=batch, images=images,
@@ -101,6 +111,7 @@ def diff(model, rounds, warmup, batch, images, image_size, max_tokens, seed, eng
         "command": "tracer " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "screen": screen,
         "serve": serve_options,
+        "max_rounds": max_rounds,
         "holders": holders,
         "thresholds": asdict(thresholds),
         "rules": str(rules.resolve()) if rules else None,

@@ -26,6 +26,23 @@ class SizeType(click.ParamType):
 SIZE = SizeType()
 
 
+class RoundsType(click.ParamType):
+    """A positive number of rounds, or `auto`."""
+
+    name = "rounds"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of rounds or `auto`", param, ctx)
+
+
+ROUNDS = RoundsType()
+
+
 def threshold_options(fn):
     """Options of every command that classifies findings."""
     fn = click.option("--min-leak-per-round", type=SIZE, default=str(Thresholds.min_per_round),

@@ -57,6 +57,7 @@ class RunPlan:
     holders: bool = True
     thresholds: dict = field(default_factory=dict)  # tracer.analysis.verdicts.Thresholds fields
     rules_file: str | None = None  # extra component rules, for the holder search's own analysis
+    max_rounds: int | None = None  # `--rounds auto`: add rounds while a trend is undecided, up to this many
 
 
 class ThisProcess:
@@ -175,16 +176,23 @@ class Driver:
     def screen(self) -> bool:
         """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
         from ..analysis.verdicts import Thresholds
-        from .screen import screen
+        from .screen import HEAP, screened_counters
 
         baseline = self.writer.event("screen_mark", name="baseline", **self.processes.counters())
         rows = [self.round(index, "screen") for index in range(self.plan.warmup, self.plan.warmup + self.plan.rounds)]
         self.drain("screen")
         drained = self.writer.event("screen_mark", name="drained", **self.processes.counters())
-        suspect, reasons = screen(baseline, rows, drained, Thresholds(**self.plan.thresholds))
-        self.writer.event("screen", suspect=suspect, reasons=reasons)
-        self.log(("growth seen, tracing: " if suspect else "nothing grows, no traced pass: ") + "; ".join(reasons))
-        return suspect
+        suspects, reasons = screened_counters(baseline, rows, drained, Thresholds(**self.plan.thresholds))
+        python_allocators = HEAP in suspects and self.tracing.host and not self.tracing.python_allocators
+        if python_allocators:  # small Python objects are seen one by one only with pymalloc traced
+            self.tracing.python_allocators = True
+            self.writer.manifest["run"]["tracing"] = asdict(self.tracing)
+            self.writer.save_manifest()
+        self.writer.event("screen", suspect=bool(suspects), reasons=reasons, suspects=suspects,
+                          python_allocators=python_allocators)
+        self.log(("growth seen, tracing: " if suspects else "nothing grows, no traced pass: ") + "; ".join(reasons)
+                 + ("; C heap grew: Python allocator tracing on" if python_allocators else ""))
+        return bool(suspects)
 
     def start_tracing(self) -> None:
         self.backends = self.processes.backends(self.tracing)
@@ -219,11 +227,10 @@ class Driver:
             self.drain("baseline")
         try:
             self.start_tracing()
-            last = first + plan.rounds - 1
             with CollectionCounter() as collections:
-                for index in range(first, last + 1):
-                    self.round(index, "measured")
-                    self.mark("round", index, snapshot=self.tracing.snapshot_every or index == last)
+                self.measured_rounds(first, plan.rounds)
+                if plan.max_rounds:
+                    self.add_rounds_while_undecided(first)
             self.writer.event("gc_during_rounds", **collections.as_event())
             if self.tracing.drain:
                 self.drain("final", marks=True)
@@ -235,6 +242,40 @@ class Driver:
         self.find_rss_owners()
         if plan.holders:
             self.find_holders()
+
+    def measured_rounds(self, first: int, count: int) -> None:
+        for index in range(first, first + count):
+            self.round(index, "measured")
+            self.mark("round", index, snapshot=self.tracing.snapshot_every or index == first + count - 1)
+
+    def add_rounds_while_undecided(self, first: int) -> None:
+        """`--rounds auto`: analyse the capture so far; while a group's trend is undecided, double the measured
+        rounds, up to `plan.max_rounds`. Why rounds were added is recorded (`rounds_added` event, manifest)."""
+        from .auto_rounds import rounds_to_add, undecided_groups
+
+        done, checks = self.plan.rounds, []
+        while True:
+            start = time.perf_counter()
+            try:
+                groups = undecided_groups(self.writer.dir, self.plan.thresholds, self.plan.rules_file, self.role)
+            except Exception as exc:  # noqa: BLE001 - the planned rounds are a complete run without more
+                self.log(f"analysis of the rounds so far failed, no rounds added: {type(exc).__name__}: {exc}")
+                checks.append({"after": done, "undecided": [], "added": 0, "error": f"{type(exc).__name__}: {exc}"})
+                break
+            add = rounds_to_add(done, self.plan.max_rounds) if groups else 0
+            checks.append({"after": done, "undecided": groups, "added": add,
+                           "seconds": round(time.perf_counter() - start, 2)})
+            self.log(f"after {done} rounds {len(groups)} group(s) undecided ({checks[-1]['seconds']:.1f} s)"
+                     + (f": {add} more round(s)" if add else ""))
+            if not add:
+                break
+            self.measured_rounds(first + done, add)
+            done += add
+        added = done - self.plan.rounds
+        self.writer.event("rounds_added", planned=self.plan.rounds, added=added, max_rounds=self.plan.max_rounds,
+                          checks=checks)
+        self.writer.manifest["run"].update(rounds=done, rounds_added=added, max_rounds=self.plan.max_rounds)
+        self.writer.save_manifest()
 
     def find_rss_owners(self) -> None:
         """Name the buffers in anonymous mappings that grew over the run (first touch, or pages of a buffer of

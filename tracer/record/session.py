@@ -59,6 +59,7 @@ class Progress:
 
     def round(self, row: dict) -> None:
         self.done += 1
+        self.total = max(self.total, self.done)  # rounds added by --rounds auto
         width = 24
         bar = "#" * (width * min(self.done, self.total) // self.total)
         gpu = f", gpu {row['gpu_allocated_bytes'] / 2**20:.1f} MiB" if row.get("gpu_allocated_bytes") is not None else ""
@@ -102,7 +103,7 @@ def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) 
         send_output_to(log_file)
     plan = RunPlan(warmup=config.warmup, rounds=config.rounds, screen=bool(options.get("screen")),
                    holders=options.get("holders", True), thresholds=options.get("thresholds", {}),
-                   rules_file=options.get("rules"))
+                   rules_file=options.get("rules"), max_rounds=options.get("max_rounds"))
     progress = Progress(config.warmup + config.rounds * (2 if plan.screen else 1))
     serve = options.get("serve")
     if serve:
