@@ -56,4 +56,31 @@ def test_report_schema_carries_the_cuda_counters():
     for row in report["rounds"]:
         for key in ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes"):
             assert isinstance(row[key], int)
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    assert len(measured) == 8
+    for key in ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes"):
+        assert all(row[key] > 0 for row in measured), key  # a model on the GPU: never zero
+    assert all(row["gpu_used_bytes"] >= row["gpu_reserved_bytes"] >= row["gpu_allocated_bytes"] for row in measured)
+    allocated = [row["gpu_allocated_bytes"] for row in measured]
+    assert all(b > a for a, b in zip(allocated, allocated[1:]))  # the plant's blocks, every round
     assert report["findings"][0]["domain"] == "gpu" and report["findings"][0]["verdict"] == "leak"
+
+
+def test_gpu_ranges_are_the_planted_blocks_of_the_final_snapshot():
+    """The holder search on the H100 starts from these ranges: the leak's blocks live in the drained snapshot."""
+    from tracer.analysis.snapshots import live_blocks
+    from tracer.record.holders import AddressRanges, gpu_ranges
+
+    a = analyze_dir(RUNS / "planted")
+    (leak,) = [f for f in a.findings if f.verdict == "leak"]
+    final = a.capture.snapshot_files()["drained"]
+    planted = {(b.address, b.size) for b in live_blocks(final)
+               if any(fr.function == "keep_encoder_outputs" for fr in b.stack)}
+    ranges = gpu_ranges(final, {leak.id})
+    assert planted and {(address, size) for address, size, _ in ranges} == planted
+    assert {tag for _, _, tag in ranges} == {leak.id}
+    assert sum(size for _, size, _ in ranges) == leak.bytes
+    others = {f.id for f in gpu(a) if f.id != leak.id}
+    assert not {(address, size) for address, size, _ in gpu_ranges(final, others)} & planted
+    lookup = AddressRanges(ranges)
+    assert all(lookup.find(address + size - 1) == leak.id for address, size in planted)
