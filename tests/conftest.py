@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANTS = Path(__file__).resolve().parent / "plants"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device; without one they are skipped, saying so."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 def tracer_env() -> dict:
     env = dict(os.environ)
     paths = [str(ROOT / "envfix"), str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
