@@ -224,6 +224,11 @@ def _is_count(v) -> bool:
     return _is_int(v) and 0 <= v < MAX_COUNT
 
 
+def _is_address(v) -> bool:
+    """A 64-bit virtual address: the kernel's [vsyscall] page lies above 2**63."""
+    return _is_int(v) and 0 <= v < 2**64
+
+
 def check_manifest(manifest: object, where: str) -> dict:
     if not isinstance(manifest, dict):
         raise UsageError(f"{where}: not a tracer capture manifest (a JSON object is expected)")
@@ -300,10 +305,10 @@ def _check_smaps(row: dict, where: str) -> dict:
     if not isinstance(row.get("mark"), str) or not (row.get("index") is None or _is_int(row["index"])):
         raise UsageError(f"{where}: smaps event without a mark, or with an index that is not an integer")
     if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 5 and _is_count(r[0]) and _is_count(r[1]) and isinstance(r[2], str)
+            isinstance(r, list) and len(r) == 5 and _is_address(r[0]) and _is_address(r[1]) and isinstance(r[2], str)
             and isinstance(r[3], str) and _is_count(r[4]) for r in rows):
         raise UsageError(f"{where}: smaps rows must be [start, end, kind, path, rss] with byte counts")
-    if not isinstance(gone, list) or not all(_is_count(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
+    if not isinstance(gone, list) or not all(_is_address(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
         raise UsageError(f"{where}: smaps event with a bad gone list or seconds")
     return row
 
