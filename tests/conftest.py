@@ -57,6 +57,18 @@ def external_resources(html: str) -> list[str]:
     return re.findall(r"""<(?:script|link|img|iframe)[^>]+(?:src|href)=["']?((?:https?:)?//[^"' >]+)""", html)
 
 
+def flame_frames(html: str, domain: str) -> dict[str, int]:
+    """Frame name -> bytes of every frame report.html's flamegraph of `domain` draws (from the page's data)."""
+    data = json.loads(html.split('<script id="chart-data" type="application/json">')[1].split("</script>")[0])
+    out: dict[str, int] = {}
+    todo = [data["flames"][domain]]
+    while todo:
+        node = todo.pop()
+        out[node["name"]] = out.get(node["name"], 0) + node["value"]
+        todo += node["children"]
+    return out
+
+
 def load_report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 

@@ -61,6 +61,17 @@ def test_module_globals_are_named_roots():
     assert roots["tracer.record.holders.MAX_PATHS"] == 3
 
 
+def test_a_chain_through_the_engine_starts_at_llm():
+    """The engine is a root of its own: memory only the engine reaches is named from `llm` down, attribute by
+    attribute, as vLLM's objects nest (LLM -> llm_engine -> engine_core -> a cache dict)."""
+    tensor = torch.ones(20_000)
+    cache = types.SimpleNamespace(encoder_cache={"mm-hash-1": tensor})
+    llm = types.SimpleNamespace(llm_engine=types.SimpleNamespace(engine_core=types.SimpleNamespace(scheduler=cache)))
+    host = AddressRanges([(tensor.untyped_storage().data_ptr(), tensor.nbytes, "henc")])
+    found = find_holders(host, AddressRanges([]), named_roots({"llm": llm}))
+    assert found == {"henc": ["llm.llm_engine.engine_core.scheduler.encoder_cache['mm-hash-1']"]}
+
+
 def test_nothing_to_find():
     assert find_holders(AddressRanges([]), AddressRanges([]), [("x", [1, 2, 3])]) == {}
 
