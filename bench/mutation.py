@@ -31,16 +31,16 @@ TARGET = 0.85
 
 # module name -> (source file, the unit test files that cover it)
 MODULES = {
-    "verdicts": ("tracer/analysis/verdicts.py", ["test_verdicts.py"]),
-    "trend": ("tracer/analysis/trend.py", ["test_verdicts.py"]),
+    "verdicts": ("tracer/analysis/verdicts.py", ["test_verdicts.py", "test_trend.py"]),
+    "trend": ("tracer/analysis/trend.py", ["test_trend.py", "test_verdicts.py"]),
     "gate evaluate": ("tracer/output/gate/evaluate.py", ["test_gate.py"]),
     "baseline": ("tracer/output/gate/baseline.py", ["test_gate.py"]),
     "report_file": ("tracer/output/report_file.py", ["test_gate.py"]),
-    "stacks": ("tracer/analysis/stacks.py", ["test_stacks.py", "test_report_output.py"]),
+    "stacks": ("tracer/analysis/stacks.py", ["test_stacks.py", "test_gate.py", "test_report_output.py"]),
     "own_frames": ("tracer/own_frames.py", ["test_stacks.py", "test_report_output.py"]),
     "components": ("tracer/analysis/components.py", ["test_components.py"]),
     "snapshots": ("tracer/analysis/snapshots.py", ["test_gpu_snapshot.py", "test_snapshot_diff_cli.py"]),
-    "capture": ("tracer/capture.py", ["test_capture.py", "test_hostile_inputs.py", "test_gpu_runs.py"]),
+    "capture": ("tracer/capture.py", ["test_hostile_inputs.py", "test_gpu_runs.py", "test_rss.py"]),
 }
 
 
@@ -70,10 +70,34 @@ def scratch_copy(source: str, tests: list[str]) -> Path:
 
 
 def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "envfix"), str(work)]),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=scratch_env(work),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# Run inside the scratch copy: every mutant that survived (or had no test), with its diff; one process for all of
+# them (`mutmut show` starts a process per mutant).
+SURVIVOR_DIFFS = """
+import json
+from mutmut.__main__ import SourceFileMutationData, get_diff_for_mutant, status_by_exit_code, walk_mutatable_files
+out = {}
+for path in walk_mutatable_files():
+    data = SourceFileMutationData(path=path)
+    data.load()
+    for name, code in data.exit_code_by_key.items():
+        if status_by_exit_code[code] in ("survived", "no tests"):
+            out[name] = get_diff_for_mutant(name, path=data.path).strip()
+print(json.dumps(out))
+"""
+
+
+def mutmut_python(work: Path, script: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script], cwd=work, env=scratch_env(work), capture_output=True,
+                          text=True, check=True)
+
+
+def scratch_env(work: Path) -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "envfix"), str(work)]), HF_HUB_OFFLINE="1",
+                TRANSFORMERS_OFFLINE="1")
 
 
 def run_module(name: str, jobs: int, timeout: float) -> dict:
@@ -91,9 +115,7 @@ def run_module(name: str, jobs: int, timeout: float) -> dict:
         tail = (ran.stdout + ran.stderr)[-2000:] if ran else "timed out"
         raise SystemExit(f"mutmut wrote no results for {name}:\n{tail}")
     stats = json.loads(stats_file.read_text())
-    listed = mutmut(work, "results").stdout.splitlines()
-    survivors = [line.split(":")[0].strip() for line in listed if line.strip().endswith(("survived", "no tests"))]
-    diffs = {m: mutmut(work, "show", m).stdout.strip() for m in survivors}
+    diffs = json.loads(mutmut_python(work, SURVIVOR_DIFFS).stdout)
     shutil.rmtree(work, ignore_errors=True)
     return {"name": name, "source": source, "tests": tests, "stats": stats, "seconds": seconds,
             "survivors": diffs, "timed_out": ran is None}

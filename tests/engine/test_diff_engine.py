@@ -34,7 +34,7 @@ def test_clean_run_writes_a_full_report(clean_run):
         assert row["seconds"] > 0 and row["rss_bytes"] > 0 and row["uss_bytes"] > 0 and row["maxrss_bytes"] > 0
     assert report["verdict"] == "clean", [f for f in report["findings"] if f["verdict"] == "leak"]
     assert (out / "summary.md").read_text().startswith("# tracer report: CLEAN")
-    assert (out / "capture" / "host.memray").stat().st_size > 0
+    assert (out / "capture" / "main" / "host.memray").stat().st_size > 0
     for f in report["findings"]:
         assert re.fullmatch(r"h[0-9a-f]{15}", f["id"]) and f["domain"] == "host"
         assert len(f["per_round_bytes"]) == 4 and f["verdict"] in ("cache", "transient")

@@ -43,7 +43,7 @@ def test_clean_run_stops_after_the_screen(tmp_path):
     report = load_report(out)
     assert report["verdict"] == "clean" and report["findings"] == []
     assert [r["phase"] for r in report["rounds"]] == ["warmup"] + ["screen"] * 4
-    assert not (out / "capture" / "host.memray").exists()
+    assert not (out / "capture" / "main" / "host.memray").exists()
     assert any("nothing grows, so no traced pass ran" in note for note in report["notes"]), report["notes"]
 
 
