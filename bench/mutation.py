@@ -31,7 +31,7 @@ TARGET = 0.85
 
 # module name -> (source file, the unit test files that cover it)
 MODULES = {
-    "verdicts": ("tracer/analysis/verdicts.py", ["test_verdicts.py", "test_trend.py"]),
+    "verdicts": ("tracer/analysis/verdicts.py", ["test_verdict_rules.py", "test_verdicts.py", "test_trend.py"]),
     "trend": ("tracer/analysis/trend.py", ["test_trend.py", "test_verdicts.py"]),
     "gate evaluate": ("tracer/output/gate/evaluate.py", ["test_gate.py"]),
     "baseline": ("tracer/output/gate/baseline.py", ["test_gate.py"]),
