@@ -85,8 +85,9 @@ def test_fingerprint_is_domain_function_and_module_from_the_owner():
 
 
 def test_markers_run_their_function_and_decide_whose_the_allocation_is():
-    assert observed(lambda a, b=0: a + b, 1, b=2) == 3 and workload_call(lambda: "w") == "w"
+    assert observed(lambda a, b=0: a + b, 1, b=2) == 3 and workload_call(lambda a, b=0: a * b, 3, b=4) == 12
     keep = Frame("keep", "/src/p.py", 1)
+    assert is_observer_stack((keep, OBSERVER, MARKER))  # tracer's own work, called from the round
     assert is_observer_stack((Frame("write", "/src/tracer/capture.py", 5), OBSERVER, MARKER))
     assert not is_observer_stack((keep, MARKER, OBSERVER))  # the workload marker comes first: the workload's
     assert not is_observer_stack((keep,))  # no marker: a thread tracer does not drive
