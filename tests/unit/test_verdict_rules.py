@@ -97,6 +97,8 @@ def test_leak_reasons_name_the_rate_and_the_evidence():
     assert (v, reason) == (LEAK, "grows 1024.0 KiB/round (Mann-Kendall p=0.000418 over 8 rounds) and survives the end")
     assert classify(group(steps(3), 3 * MiB), TH, True) == (
         LEAK, "grows 1024.0 KiB/round (every one of 3 rounds) and survives the end")
+    assert classify(group(steps(4, 3 * MiB // 2), 6 * MiB), TH, True) == (
+        LEAK, "grows 1536.0 KiB/round (Mann-Kendall p=0.0447 over 4 rounds) and survives the end")
     assert classify(group(steps(8), 256 * KiB - 1, undrained=256 * KiB - 1), TH, False)[0] == TRANSIENT
 
 
