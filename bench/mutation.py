@@ -3,7 +3,8 @@
 For each module, mutmut changes the code one small edit at a time (an operator, a constant, a comparison, a
 returned value) and runs the unit tests that cover the mutated function; a mutant the tests do not fail on
 "survives". Each module runs in its own scratch copy of the package with only its own test files selected, so
-a mutant costs seconds. Prints a Markdown table (score per module) and the surviving mutants with their diffs.
+a mutant costs seconds; tests that run tracer in a subprocess are left out (slow, and the mutant lives in the
+test process only). Prints a Markdown table (score per module) and the surviving mutants with their diffs.
 A bench, not CI: a full run takes tens of minutes on 2 cores.
 
     PYTHONPATH=envfix python bench/mutation.py                      # every module
@@ -14,6 +15,7 @@ A bench, not CI: a full run takes tens of minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -44,6 +46,17 @@ MODULES = {
 }
 
 
+def cli_tests(test_file: Path) -> list[str]:
+    """Tests that run tracer in a subprocess: slow, and a mutant in this process cannot reach them."""
+    tree = ast.parse(test_file.read_text())
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+            and any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) in SUBPROCESS_CALLS
+                    for n in ast.walk(node))]
+
+
+SUBPROCESS_CALLS = {"run_tracer", "run", "Popen", "check_output", "run_env"}
+
+
 def scratch_copy(source: str, tests: list[str]) -> Path:
     """The package and the selected unit tests in a fresh directory, with mutmut's settings for one module."""
     work = Path(tempfile.mkdtemp(prefix="tracer-mutation-"))
@@ -57,12 +70,14 @@ def scratch_copy(source: str, tests: list[str]) -> Path:
     selected = [UNIT + t for t in tests if (ROOT / UNIT / t).exists()]
     for test in selected:
         shutil.copy(ROOT / test, work / test)
+    slow = [name for test in selected for name in cli_tests(work / test)]
+    skip = ["-k", "not (" + " or ".join(slow) + ")"] if slow else []
     (work / "pyproject.toml").write_text(
         "[tool.mutmut]\n"
         'source_paths = ["tracer"]\n'
         f"only_mutate = [{json.dumps(source)}]\n"
         f"pytest_add_cli_args_test_selection = {json.dumps(selected)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:tracer", "-q", "-x"]\n'
+        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-p', 'no:tracer', '-q', '-x', *skip])}\n"
         "\n[tool.pytest.ini_options]\n"
         'pythonpath = ["tests"]\n'
         'markers = ["engine: runs a real vLLM engine", "gpu: needs a CUDA device"]\n')

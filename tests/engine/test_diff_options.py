@@ -27,9 +27,11 @@ def options_run(tmp_path_factory):
 
 
 def test_workload_options_reach_the_run(options_run):
-    _, report = options_run
+    out, report = options_run
     run = report["run"]
-    assert (run["warmup"], run["batch"], run["seed"], run["image_size"]) == (2, 2, 7, "random")
+    assert (run["warmup"], run["batch"], run["seed"]) == (2, 2, 7)
+    manifest = json.loads((out / "capture" / "manifest.json").read_text())
+    assert manifest["run"]["image_size"] == "random"
     assert [r["phase"] for r in report["rounds"]] == ["warmup"] * 2 + ["measured"] * 4
     assert run["tracing"]["native_traces"] is True and run["tracing"]["drain"] is True
 
