@@ -39,6 +39,12 @@ def test_clean_run_writes_a_full_report(clean_run):
         assert re.fullmatch(r"h[0-9a-f]{15}", f["id"]) and f["domain"] == "host"
         assert len(f["per_round_bytes"]) == 4 and f["verdict"] in ("cache", "transient")
     assert "progress" not in result.stdout and "round 5/5" in result.stderr  # progress on stderr
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    maxrss = measured[-1]["maxrss_bytes"] - measured[0]["maxrss_bytes"]
+    assert report["vllm_check"] == {"maxrss_growth": maxrss, "threshold_bytes": 0, "would_fail": maxrss > 0}
+    assert isinstance(report["unattributed"], list)
+    for row in report["unattributed"]:  # on CPU: only host counters can be unexplained
+        assert row["counter"] in report["growth"] and row["unattributed"] == row["growth"] - row["explained"]
 
 
 def test_report_html_is_self_contained_and_small(clean_run):

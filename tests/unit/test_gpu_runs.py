@@ -84,3 +84,19 @@ def test_gpu_ranges_are_the_planted_blocks_of_the_final_snapshot():
     assert not {(address, size) for address, size, _ in gpu_ranges(final, others)} & planted
     lookup = AddressRanges(ranges)
     assert all(lookup.find(address + size - 1) == leak.id for address, size in planted)
+
+
+def test_vllm_check_and_unattributed_sections_of_the_planted_run():
+    """vLLM's own check (any growth of peak RSS or device memory fails) and the growth no finding explains."""
+    report = build_report(analyze_dir(RUNS / "planted"))
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    used = measured[-1]["gpu_used_bytes"] - measured[0]["gpu_used_bytes"]
+    assert used > 0 and report["vllm_check"] == {
+        "maxrss_growth": measured[-1]["maxrss_bytes"] - measured[0]["maxrss_bytes"], "threshold_bytes": 0,
+        "gpu_used_growth": used, "would_fail": True}
+    (reserved,) = report["unattributed"]
+    growth = report["growth"]["gpu_reserved_bytes"]["growth"]
+    assert reserved["counter"] == "gpu_reserved_bytes" and reserved["growth"] == growth
+    allocated = report["growth"]["gpu_allocated_bytes"]["growth"]
+    assert 0 < reserved["explained"] <= allocated and reserved["unattributed"] == growth - reserved["explained"] > 0
+    assert "empty_cache" in reserved["hint"]
