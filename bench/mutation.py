@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,7 @@ def main() -> None:
     for name in args.modules or list(MODULES):
         results.append(run_module(name, args.jobs, args.timeout))
         print(f"{name}: {score(results[-1]['stats']):.1%} killed", file=sys.stderr)
-    text = render(results, "python bench/mutation.py " + " ".join(sys.argv[1:]))
+    text = render(results, "python bench/mutation.py " + shlex.join(sys.argv[1:]))
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -86,6 +86,7 @@ def test_windows_paths_are_matched_like_posix_ones(tmp_path):
     plugin = Frame("keep", "C:\\src\\plugins\\mine.py", 1)
     assert classify_component((request, plugin)) == "per-request state"  # vLLM allocated, called by a plugin
     assert classify_component((Frame("f", win + "numpy\\core.py", 1), plugin)) == USER_CODE
+    assert classify_component((Frame("f", win + "mylib\\core.py", 1),)) == "mylib"  # installed: not user code
     rules = tmp_path / "rules.json"
     rules.write_text(json.dumps([{"component": "mine", "file": r"plugins/mine\.py$"}]))
     assert classify_component((request, plugin), load_rules(rules)) == "mine"
