@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PLANTS = Path(__file__).resolve().parent / "plants"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA device; without one they are skipped, saying so."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 def tracer_env() -> dict:
     env = dict(os.environ)
     paths = [str(ROOT / "envfix"), str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -43,6 +55,18 @@ def assert_usage_error(result, *needles, alone=True):
 def external_resources(html: str) -> list[str]:
     """Scripts, styles or images the page would fetch from the network (a self-contained page has none)."""
     return re.findall(r"""<(?:script|link|img|iframe)[^>]+(?:src|href)=["']?((?:https?:)?//[^"' >]+)""", html)
+
+
+def flame_frames(html: str, domain: str) -> dict[str, int]:
+    """Frame name -> bytes of every frame report.html's flamegraph of `domain` draws (from the page's data)."""
+    data = json.loads(html.split('<script id="chart-data" type="application/json">')[1].split("</script>")[0])
+    out: dict[str, int] = {}
+    todo = [data["flames"][domain]]
+    while todo:
+        node = todo.pop()
+        out[node["name"]] = out.get(node["name"], 0) + node["value"]
+        todo += node["children"]
+    return out
 
 
 def load_report(out: Path) -> dict:

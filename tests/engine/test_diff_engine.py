@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import PLANTS, external_resources, load_report, run_tracer, tracer_env
+from conftest import PLANTS, external_resources, flame_frames, load_report, run_tracer, tracer_env
 
 pytestmark = pytest.mark.engine
 
@@ -39,6 +39,12 @@ def test_clean_run_writes_a_full_report(clean_run):
         assert re.fullmatch(r"h[0-9a-f]{15}", f["id"]) and f["domain"] == "host"
         assert len(f["per_round_bytes"]) == 4 and f["verdict"] in ("cache", "transient")
     assert "progress" not in result.stdout and "round 5/5" in result.stderr  # progress on stderr
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    maxrss = measured[-1]["maxrss_bytes"] - measured[0]["maxrss_bytes"]
+    assert report["vllm_check"] == {"maxrss_growth": maxrss, "threshold_bytes": 0, "would_fail": maxrss > 0}
+    assert isinstance(report["unattributed"], list)
+    for row in report["unattributed"]:  # on CPU: only host counters can be unexplained
+        assert row["counter"] in report["growth"] and row["unattributed"] == row["growth"] - row["explained"]
 
 
 def test_report_html_is_self_contained_and_small(clean_run):
@@ -51,13 +57,36 @@ def test_report_html_is_self_contained_and_small(clean_run):
     assert load_report(out)["files"]["html"] == "report.html"
 
 
-def test_analyze_rebuilds_the_report_offline(clean_run, tmp_path):
-    out, _ = clean_run
-    result = run_tracer("analyze", str(out), "--out", str(tmp_path), "--json")
+# `tracer analyze` as on a machine without vLLM: any import of vllm fails.
+WITHOUT_VLLM = """
+import importlib.abc, sys
+
+class NoVllm(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError(f"vllm is blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, NoVllm())
+from tracer.cli import run
+run(sys.argv[1:])
+"""
+
+
+def test_analyze_rebuilds_the_report_offline(planted_run, tmp_path):
+    out, _ = planted_run
+    result = subprocess.run([sys.executable, "-c", WITHOUT_VLLM, "analyze", str(out), "--out", str(tmp_path),
+                             "--json"], capture_output=True, text=True, env=tracer_env(), timeout=600)
     assert result.returncode == 0, result.stderr
-    again = json.loads(result.stdout)
-    assert [f["id"] for f in again["findings"]] == [f["id"] for f in load_report(out)["findings"]]
-    assert (tmp_path / "summary.md").exists() and (tmp_path / "report.json").exists()
+    again, first = json.loads(result.stdout), load_report(out)
+    (top,) = [f for f in again["findings"] if f["verdict"] == "leak"]
+    assert any(h.startswith("host_image_bytes._stash[") for h in top["details"]["holders"]), top["details"]
+    assert again["findings"] == first["findings"]  # holders, cycles and verdicts included
+    assert {k: v for k, v in again.items() if k != "files"} == {k: v for k, v in first.items() if k != "files"}
+    assert (tmp_path / "summary.md").read_text() == (out / "summary.md").read_text()
+    blocked = subprocess.run([sys.executable, "-c", WITHOUT_VLLM.replace("run(sys.argv[1:])", "import vllm")],
+                             capture_output=True, text=True, env=tracer_env(), timeout=60)
+    assert "vllm is blocked: vllm" in blocked.stderr  # the finder does block vLLM
 
 
 def test_planted_host_leak_is_the_top_finding(planted_run):
@@ -78,6 +107,9 @@ def test_planted_host_leak_is_the_top_finding(planted_run):
     summary = (out / "summary.md").read_text()
     assert "remember_images" in summary and "host_image_bytes.py" in summary
     assert "held by: `host_image_bytes._stash[" in summary
+    drawn = flame_frames((out / "report.html").read_text(), "host")
+    (planted,) = [size for name, size in drawn.items() if name.startswith("remember_images ")]
+    assert planted >= top["bytes"], drawn  # the flamegraph draws the planted function with its bytes
 
 
 def test_engine_crash_keeps_the_rounds_done(tmp_path):
@@ -112,4 +144,4 @@ def test_ctrl_c_keeps_the_capture_and_writes_a_partial_report(tmp_path):
     assert 3 <= len(measured) < 50
     marks = [json.loads(line) for line in events.read_text().splitlines() if '"name": "round"' in line]
     assert len(measured) - 1 <= len(marks) <= len(measured)  # the interrupt may fall between a round and its mark
-    assert all(len(f["per_round_bytes"]) == len(marks) for f in report["findings"])
+    assert report["findings"] and all(len(f["per_round_bytes"]) == len(marks) for f in report["findings"])

@@ -70,7 +70,7 @@ def test_failed_start_names_the_error_and_keeps_the_traceback(tmp_path):
     start = next(i for i, ln in enumerate(lines) if "vLLM failed to start: RuntimeError: Cannot find any model "
                                                           "weights" in ln)
     frames = lines[start + 1:start + 4]
-    assert all(ln.startswith("[tracer]   at vllm/") and ".py:" in ln and " in " in ln for ln in frames), lines
+    assert len(frames) == 3 and all(ln.startswith("[tracer]   at vllm/") and ".py:" in ln and " in " in ln for ln in frames), lines
     log = (out / "capture" / "engine.log").read_text()
     assert log.startswith("Traceback (most recent call last):") and "Cannot find any model weights" in log
     assert f"{out / 'capture' / 'engine.log'}" in result.stderr

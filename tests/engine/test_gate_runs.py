@@ -51,7 +51,10 @@ def test_clean_default_workload_passes_the_gate_every_time(clean_gated):
         assert load_report(out)["verdict"] == "clean"
         gate_output = result.stderr if "--json" in result.args else result.stdout
         assert "tracer gate: PASS" in gate_output
-    assert len(clean_gated) == REPEATS
+        report = load_report(out)
+        assert report["status"] == "complete"
+        assert [r["phase"] for r in report["rounds"]].count("measured") == 8  # the default workload, all of it
+        assert not [f for f in report["findings"] if f["verdict"] in ("leak", "cycle", "leak?")]
 
 
 @pytest.mark.engine

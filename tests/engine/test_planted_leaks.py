@@ -129,7 +129,8 @@ def test_planted_leak_is_held_by_the_plant_or_native(planted):
 def test_vllm_caches_stay_caches_next_to_the_plant(planted):
     """The plants' containers (a count-bounded cache among them) survive the drain and grow: leaks. vLLM's own
     encoder cache in the same run, emptied by reset_encoder_cache, is still reported as a cache - except where the
-    plant itself holds the encoder outputs, and that finding is the leak, labelled encoder cache."""
+    plant itself holds the encoder outputs, and that finding is the leak, labelled encoder cache; likewise the
+    processor cache, emptied by reset_mm_cache."""
     plant, report = planted
     finding = planted_finding(report, plant)
     assert finding["verdict"] == "leak"
@@ -139,3 +140,13 @@ def test_vllm_caches_stay_caches_next_to_the_plant(planted):
         assert finding["component"] == "encoder cache" and not encoder_cache, describe(report, 10)
     else:
         assert encoder_cache, describe(report, 10)
+    # vLLM's multimodal processor cache keeps every round's pixel values until reset_mm_cache: a cache, unless
+    # the plant itself keeps the processor's outputs (then that finding is the leak)
+    processor_cache = [f for f in caches if f["component"] == "HF image processing"
+                       and f["details"].get("undrained_bytes", 0) >= ROUNDS * report["run"]["batch"] * 576 * 1536]
+    if plant.component == "HF image processing":
+        assert finding["component"] == "HF image processing", describe(report, 10)
+    else:
+        assert processor_cache, describe(report, 10)
+        assert all(f["details"]["released_by"].get("mm_cache", 0) > 0 for f in processor_cache), [
+            f["details"]["released_by"] for f in processor_cache]

@@ -38,13 +38,19 @@ CLEAN = '''
 import pytest
 
 _cache = {}
+_calls = []
 
 
 @pytest.mark.tracer_limit_leaks("256 KiB", rounds=6)
 def test_round_that_frees_what_it_allocates():
+    _calls.append(1)
     scratch = [bytearray(1 << 20) for _ in range(4)]
     _cache["last"] = bytearray(1 << 20)  # bounded: replaced every round
     del scratch
+
+
+def test_the_body_ran_once_per_round():
+    assert len(_calls) == 7
 '''
 
 
@@ -71,18 +77,35 @@ def test_leaking_round_fails_with_its_stack(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(failed=1, passed=1)
     text = failure_text(result)
-    assert "tracer gate: FAIL: 1 new leak finding over the limits (fail on per round > 256.0 KiB)" in text
+    assert ("tracer gate: FAIL: 1 new leak finding over the limits (fail on unexplained RSS per round > 256.0 KiB or "
+            "per round > 256.0 KiB)") in text
     assert re.search(r"user or plugin code: 1\.00 MiB/round, 6\.00 MiB live at the end", text), text
     assert re.search(r"-> keep_a_mebibyte +\S*test_inner\.py:\d+\n +test_leaky_round +\S*test_inner\.py:\d+\n", text), text
     report = json.loads((report_dir(result) / "report.json").read_text())
     assert report["verdict"] == "leak" and report["run"]["command"].endswith("test_inner.py::test_leaky_round")
     assert [r["phase"] for r in report["rounds"]] == ["warmup"] + ["measured"] * 6
-    assert (report_dir(result) / "summary.md").exists() and (report_dir(result) / "capture" / "main" / "host.memray").exists()
+    assert (report_dir(result) / "summary.md").exists()
+    assert (report_dir(result) / "capture" / "main" / "host.memray").exists()
+
+
+def kept_report(pytester, test_name: str) -> dict:
+    """The report a passing marked test leaves in pytest's temporary directory (pytester's basetemp)."""
+    (path,) = (pytester.path.parent / "basetemp").glob(f"tracer_{test_name[:33]}[0-9]*/report.json")
+    return json.loads(path.read_text())
 
 
 def test_round_without_a_leak_passes(pytester):
     pytester.makepyfile(test_inner=CLEAN)
-    pytester.runpytest("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "--strict-markers").assert_outcomes(passed=2)
+    report = kept_report(pytester, "test_round_that_frees_what_it_allocates")
+    assert report["verdict"] == "clean" and report["status"] == "complete"
+    assert report["run"]["command"].endswith("test_inner.py::test_round_that_frees_what_it_allocates")
+    assert [r["phase"] for r in report["rounds"]] == ["warmup"] + ["measured"] * 6
+    assert report["findings"], "the rounds allocate: memray saw them"
+    assert not [f for f in report["findings"] if f["verdict"] in ("leak", "cycle")]
+    mine = [f for f in report["findings"] if f["owner"] and f["owner"]["function"] ==
+            "test_round_that_frees_what_it_allocates"]
+    assert mine and all(f["verdict"] in ("transient", "cache") and f["bytes"] <= 2 << 20 for f in mine)
 
 
 def test_in_a_fresh_process_through_the_entry_point(pytester):
@@ -183,17 +206,67 @@ def test_rounds_inside_rounds(tracer_rounds):
     tracer_rounds(lambda: tracer_rounds(lambda: None, rounds=1), rounds=1)
 
 
-@pytest.mark.tracer_limit_leaks(rounds=2)
+_kept = []
+
+
+@pytest.mark.tracer_limit_leaks(rounds=5)
 def test_tracing_works_again_afterwards():
-    pass
+    _kept.append(bytearray(1 << 20))
 ''')
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=4, passed=1)
+    result.assert_outcomes(failed=5)
     text = failure_text(result)
+    assert re.search(r"-> test_tracing_works_again_afterwards +\S*test_inner\.py:\d+", text), text
     assert "tracer: tracer_limit_leaks: max_leak_per_round: bad size 'lots'" in text
     assert "unknown argument(s) wramup" in text
     assert "ValueError: boom in the round" in text
     assert "tracer rounds are already running in this process" in text
+
+
+def test_max_leak_dict_baselines_and_refusal_under_memray(pytester):
+    pytester.makepyfile(test_inner='''
+import memray
+import pytest
+
+from tracer.output.gate.baseline import build_baseline
+
+_kept = []
+
+
+def keep():
+    _kept.append(bytearray(1 << 20))
+
+
+@pytest.mark.tracer_limit_leaks(max_leak="2 MiB", rounds=6)
+def test_over_max_leak():
+    keep()
+
+
+@pytest.mark.tracer_limit_leaks(max_leak="64 MiB", rounds=6)
+def test_under_max_leak():
+    keep()
+
+
+def test_dict_baseline_accepts_the_leak(tracer_rounds):
+    first = tracer_rounds(keep, "64 MiB", rounds=6)
+    (leak,) = [f for f in first.report["findings"] if f["verdict"] == "leak"]
+    baseline = build_baseline(first.report, reason="kept on purpose")
+    assert leak["id"] in {entry["id"] for entry in baseline["accepted"]}
+    second = tracer_rounds(keep, "512 KiB", rounds=6, baseline=baseline)
+    assert second.passed and {c.finding["id"]: c.status for c in second.gate.checked}[leak["id"]] == "accepted"
+
+
+def test_refused_under_another_memray_tracker(tracer_rounds, tmp_path):
+    with memray.Tracker(tmp_path / "outer.memray"):
+        tracer_rounds(keep, rounds=2)
+''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(failed=2, passed=2)
+    text = failure_text(result)
+    assert "test_over_max_leak FAILED" in text and "test_refused_under_another_memray_tracker FAILED" in text
+    assert re.search(r"tracer gate: FAIL: \d+ new leak findings? over the limits \(fail on live at the end > 2\.00 MiB\)"
+                     r"(.|\n)*-> keep +\S*test_inner\.py:\d+", text), text
+    assert "cannot trace: another memray Tracker is active in this process" in text
 
 
 def test_settings():

@@ -78,3 +78,33 @@ def test_bad_rules_files_are_refused(tmp_path, content):
     rules.write_text(content)
     with pytest.raises(ValueError, match="bad rules file"):
         load_rules(rules)
+
+
+def test_windows_paths_are_matched_like_posix_ones(tmp_path):
+    win = "C:\\py\\Lib\\site-packages\\"
+    request = Frame("add_request", win + "vllm\\v1\\request.py", 1)
+    plugin = Frame("keep", "C:\\src\\plugins\\mine.py", 1)
+    assert classify_component((request, plugin)) == "per-request state"  # vLLM allocated, called by a plugin
+    assert classify_component((Frame("f", win + "numpy\\core.py", 1), plugin)) == USER_CODE
+    assert classify_component((Frame("f", win + "mylib\\core.py", 1),)) == "mylib"  # installed: not user code
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"component": "mine", "file": r"plugins/mine\.py$"}]))
+    assert classify_component((request, plugin), load_rules(rules)) == "mine"
+
+
+def test_user_code_without_vllm_on_the_stack():
+    torch_frame = Frame("empty", f"{SITE}/torch/functional.py", 3)
+    user = Frame("run", "/home/me/script.py", 9)
+    assert classify_component((torch_frame, user)) == USER_CODE
+    assert classify_component((torch_frame,)) == "torch"
+    assert classify_component((Frame("malloc", "", 0),)) == "unknown"
+
+
+def test_rules_with_only_a_file_or_only_a_function(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"component": "by function", "function": "^pack_pixels$"},
+                                 {"component": "by file", "file": r"mylib/io\.py$"}]))
+    loaded = load_rules(rules)
+    assert classify_component((Frame("pack_pixels", f"{SITE}/anything/x.py", 1),), loaded) == "by function"
+    assert classify_component((Frame("read", f"{SITE}/mylib/io.py", 1),), loaded) == "by file"
+    assert classify_component((Frame("read", f"{SITE}/mylib/other.py", 1),), loaded) == "mylib"

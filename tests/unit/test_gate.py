@@ -269,6 +269,26 @@ def test_gate_and_baseline_commands_on_handmade_reports(tmp_path):
     assert junit.returncode == 1 and (tmp_path / "tracer-gate.xml").exists()
 
 
+def test_baseline_merge_from_the_command_line(tmp_path):
+    """`tracer baseline --merge` keeps the entries already in the file, with their reasons; without it the file is
+    replaced. Each report lands in the gate's view accordingly."""
+    for name, fid in (("first", "h1"), ("second", "h2")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report(finding(fid), finding("h0", "cache"))))
+    out = str(tmp_path / "b.json")
+    assert run_tracer("baseline", str(tmp_path / "first"), "-o", out, "--reason", "first reason").returncode == 0
+    merged = run_tracer("baseline", str(tmp_path / "second"), "-o", out, "--merge", "--reason", "second reason")
+    assert merged.returncode == 0 and "2 accepted leak finding(s)" in merged.stdout, merged.stdout
+    entries = json.loads((tmp_path / "b.json").read_text())["accepted"]
+    assert {e["id"]: e["reason"] for e in entries} == {"h1": "first reason", "h2": "second reason"}
+    for name in ("first", "second"):
+        assert run_tracer("gate", str(tmp_path / name), "--baseline", out).returncode == 0
+    replaced = run_tracer("baseline", str(tmp_path / "second"), "-o", out, "--reason", "only")
+    assert replaced.returncode == 0 and "1 accepted leak finding(s)" in replaced.stdout
+    assert [e["id"] for e in json.loads((tmp_path / "b.json").read_text())["accepted"]] == ["h2"]
+    assert run_tracer("gate", str(tmp_path / "first"), "--baseline", out).returncode == 1
+
+
 @pytest.mark.parametrize("args, needles", [
     (["--gate", "--max-leak-per-round", "lots"], ["lots"]),
     (["--gate", "--max-leak", "1 XB"], ["1 XB"]),

@@ -38,7 +38,7 @@ def test_planted_leak_is_top_and_findings_sum_to_allocated_growth():
     assert top.domain == "gpu" and top.owner.function == "keep_encoder_outputs"
     assert top.component == "user or plugin code"
     assert top.details["holders"][0].startswith("gpu_encoder_outputs._kept[")  # found on the H100, by address
-    assert all(b > a for a, b in zip(top.per_round_bytes, top.per_round_bytes[1:]))
+    assert len(top.per_round_bytes) == 8 and all(b > a for a, b in zip(top.per_round_bytes, top.per_round_bytes[1:]))
     growth = a.growth["gpu_allocated_bytes"]
     undrained = sum(f.details.get("undrained_bytes", f.bytes) for f in gpu(a))
     assert undrained == growth["growth"]  # every byte of growth is attributed to a stack
@@ -56,4 +56,47 @@ def test_report_schema_carries_the_cuda_counters():
     for row in report["rounds"]:
         for key in ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes", "pinned_host_bytes"):
             assert isinstance(row[key], int)
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    assert len(measured) == 8
+    for key in ("gpu_allocated_bytes", "gpu_reserved_bytes", "gpu_used_bytes"):
+        assert all(row[key] > 0 for row in measured), key  # a model on the GPU: never zero
+    assert all(row["gpu_used_bytes"] >= row["gpu_reserved_bytes"] >= row["gpu_allocated_bytes"] for row in measured)
+    allocated = [row["gpu_allocated_bytes"] for row in measured]
+    assert all(b > a for a, b in zip(allocated, allocated[1:]))  # the plant's blocks, every round
     assert report["findings"][0]["domain"] == "gpu" and report["findings"][0]["verdict"] == "leak"
+
+
+def test_gpu_ranges_are_the_planted_blocks_of_the_final_snapshot():
+    """The holder search on the H100 starts from these ranges: the leak's blocks live in the drained snapshot."""
+    from tracer.analysis.snapshots import live_blocks
+    from tracer.record.holders import AddressRanges, gpu_ranges
+
+    a = analyze_dir(RUNS / "planted")
+    (leak,) = [f for f in a.findings if f.verdict == "leak"]
+    final = a.capture.snapshot_files()["drained"]
+    planted = {(b.address, b.size) for b in live_blocks(final)
+               if any(fr.function == "keep_encoder_outputs" for fr in b.stack)}
+    ranges = gpu_ranges(final, {leak.id})
+    assert planted and {(address, size) for address, size, _ in ranges} == planted
+    assert {tag for _, _, tag in ranges} == {leak.id}
+    assert sum(size for _, size, _ in ranges) == leak.bytes
+    others = {f.id for f in gpu(a) if f.id != leak.id}
+    assert not {(address, size) for address, size, _ in gpu_ranges(final, others)} & planted
+    lookup = AddressRanges(ranges)
+    assert all(lookup.find(address + size - 1) == leak.id for address, size in planted)
+
+
+def test_vllm_check_and_unattributed_sections_of_the_planted_run():
+    """vLLM's own check (any growth of peak RSS or device memory fails) and the growth no finding explains."""
+    report = build_report(analyze_dir(RUNS / "planted"))
+    measured = [row for row in report["rounds"] if row["phase"] == "measured"]
+    used = measured[-1]["gpu_used_bytes"] - measured[0]["gpu_used_bytes"]
+    assert used > 0 and report["vllm_check"] == {
+        "maxrss_growth": measured[-1]["maxrss_bytes"] - measured[0]["maxrss_bytes"], "threshold_bytes": 0,
+        "gpu_used_growth": used, "would_fail": True}
+    (reserved,) = report["unattributed"]
+    growth = report["growth"]["gpu_reserved_bytes"]["growth"]
+    assert reserved["counter"] == "gpu_reserved_bytes" and reserved["growth"] == growth
+    allocated = report["growth"]["gpu_allocated_bytes"]["growth"]
+    assert 0 < reserved["explained"] <= allocated and reserved["unattributed"] == growth - reserved["explained"] > 0
+    assert "empty_cache" in reserved["hint"]

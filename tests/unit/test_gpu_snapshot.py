@@ -118,7 +118,7 @@ def test_loads_json_plain_and_gzip(tmp_path, tiny):
         assert len(s["segments"]) == len(tiny[1]["segments"])
         blocks = live_blocks(s)
         assert blocks == live_blocks(tiny[1])
-        assert all(b.pool_id == (0, 0) and not b.in_graph_pool for b in blocks)
+        assert blocks and all(b.pool_id == (0, 0) and not b.in_graph_pool for b in blocks)
     a = diff_snapshots(tiny[0], load_snapshot(tmp_path / "a.pickle"))
     b = diff_snapshots(tiny[0], tiny[1])
     assert [(f.id, f.bytes, f.count) for f in a] == [(f.id, f.bytes, f.count) for f in b]

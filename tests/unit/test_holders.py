@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
+import pytest
 import torch
 
 from tracer.record.holders import AddressRanges, find_holders, named_roots
@@ -57,6 +59,17 @@ def test_module_globals_are_named_roots():
     roots = dict(named_roots({"llm": object()}))
     assert "llm" in roots
     assert roots["tracer.record.holders.MAX_PATHS"] == 3
+
+
+def test_a_chain_through_the_engine_starts_at_llm():
+    """The engine is a root of its own: memory only the engine reaches is named from `llm` down, attribute by
+    attribute, as vLLM's objects nest (LLM -> llm_engine -> engine_core -> a cache dict)."""
+    tensor = torch.ones(20_000)
+    cache = types.SimpleNamespace(encoder_cache={"mm-hash-1": tensor})
+    llm = types.SimpleNamespace(llm_engine=types.SimpleNamespace(engine_core=types.SimpleNamespace(scheduler=cache)))
+    host = AddressRanges([(tensor.untyped_storage().data_ptr(), tensor.nbytes, "henc")])
+    found = find_holders(host, AddressRanges([]), named_roots({"llm": llm}))
+    assert found == {"henc": ["llm.llm_engine.engine_core.scheduler.encoder_cache['mm-hash-1']"]}
 
 
 def test_nothing_to_find():
@@ -116,3 +129,35 @@ def test_why_no_holder_names_the_cause():
     assert why_no_holder(native, True, {"visited": 10, "exhausted": True}).startswith("native memory")
     assert "within the 500 objects" in why_no_holder(python, True, {"visited": 500, "exhausted": False})
     assert "all 900 reachable objects" in why_no_holder(python, True, {"visited": 900, "exhausted": True})
+
+
+def _keep_on_gpu(store: list, megabytes: int) -> None:
+    store.append(torch.empty(megabytes * 2**20, dtype=torch.uint8, device="cuda"))
+
+
+@pytest.mark.gpu
+def test_live_cuda_blocks_are_named_by_the_list_that_keeps_them(tmp_path, monkeypatch):
+    """The GPU half of the holder search, on live blocks: snapshot, diff, the leak's blocks, the walk."""
+    from tracer.analysis.snapshots import diff_snapshots
+    from tracer.record.backends.torch_cuda import save_gpu_snapshot
+    from tracer.record.holders import gpu_ranges, named_roots
+
+    plugin = types.ModuleType("gpu_plant")
+    plugin._kept = []
+    monkeypatch.setitem(sys.modules, "gpu_plant", plugin)
+    torch.cuda.memory._record_memory_history(enabled="state", context="state", stacks="python")
+    try:
+        scratch = torch.empty(2**20, device="cuda")  # a block live in both snapshots: not new
+        save_gpu_snapshot(tmp_path / "baseline.pickle.gz")
+        for _ in range(3):
+            _keep_on_gpu(plugin._kept, 4)
+        save_gpu_snapshot(tmp_path / "final.pickle.gz")
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    findings = diff_snapshots(tmp_path / "baseline.pickle.gz", tmp_path / "final.pickle.gz")
+    (planted,) = [f for f in findings if f.owner is not None and f.owner.function == "_keep_on_gpu"]
+    assert planted.bytes == 3 * 4 * 2**20 and planted.count == 3
+    gpu = gpu_ranges(tmp_path / "final.pickle.gz", {planted.id})
+    assert sorted(address for address, _, _ in gpu) == sorted(t.data_ptr() for t in plugin._kept)
+    found = find_holders(AddressRanges([]), AddressRanges(gpu), named_roots({"scratch": scratch}))
+    assert found == {planted.id: ["gpu_plant._kept[0]", "gpu_plant._kept[1]", "gpu_plant._kept[2]"]}

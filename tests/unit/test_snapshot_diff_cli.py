@@ -8,7 +8,7 @@ import os
 import pickle
 from pathlib import Path
 
-from conftest import external_resources, run_tracer
+from conftest import external_resources, flame_frames, run_tracer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "gpu"
 
@@ -34,7 +34,9 @@ def test_readable_output_and_report_files(tmp_path):
     assert (out / "summary.md").read_text().startswith("# tracer snapshot-diff: 1 group")
     html = (out / "report.html").read_text()
     assert "<html" in html.lower() and external_resources(html) == [] and 'id="flame-gpu"' in html
-    assert "embed_multimodal" in html  # a frame of the flamegraph's data
+    drawn = flame_frames(html, "gpu")
+    (encoder,) = [size for name, size in drawn.items() if name.startswith("embed_multimodal ")]
+    assert encoder >= 2**20, drawn  # the encoder cache's blocks, drawn with their bytes
 
 
 def test_drained_pair_has_nothing_new():
