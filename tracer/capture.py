@@ -224,6 +224,11 @@ def _is_count(v) -> bool:
     return _is_int(v) and 0 <= v < MAX_COUNT
 
 
+def _is_address(v) -> bool:
+    """A 64-bit address (the kernel's vsyscall page sits above 2**63)."""
+    return _is_int(v) and 0 <= v < 2**64
+
+
 def check_manifest(manifest: object, where: str) -> dict:
     if not isinstance(manifest, dict):
         raise UsageError(f"{where}: not a tracer capture manifest (a JSON object is expected)")
@@ -300,10 +305,10 @@ def _check_smaps(row: dict, where: str) -> dict:
     if not isinstance(row.get("mark"), str) or not (row.get("index") is None or _is_int(row["index"])):
         raise UsageError(f"{where}: smaps event without a mark, or with an index that is not an integer")
     if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 5 and _is_count(r[0]) and _is_count(r[1]) and isinstance(r[2], str)
+            isinstance(r, list) and len(r) == 5 and _is_address(r[0]) and _is_address(r[1]) and isinstance(r[2], str)
             and isinstance(r[3], str) and _is_count(r[4]) for r in rows):
         raise UsageError(f"{where}: smaps rows must be [start, end, kind, path, rss] with byte counts")
-    if not isinstance(gone, list) or not all(_is_count(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
+    if not isinstance(gone, list) or not all(_is_address(g) for g in gone) or not _is_finite(row.get("seconds", 0)):
         raise UsageError(f"{where}: smaps event with a bad gone list or seconds")
     return row
 
@@ -328,7 +333,7 @@ def _check_rss_owners(row: dict, where: str) -> dict:
     owners = row.get("owners")
     if not isinstance(owners, list) or not all(
             isinstance(o, dict) and set(o) == set(_OWNER_FIELDS)
-            and all(type(o[k]) is t and (t is not int or _is_count(o[k])) for k, t in _OWNER_FIELDS.items())
+            and all(type(o[k]) is t and (t is not int or _is_address(o[k])) for k, t in _OWNER_FIELDS.items())
             for o in owners):
         raise UsageError(f"{where}: rss_owners event without a list of owners (path, kind, address, nbytes, "
                          "before_baseline)")
@@ -344,7 +349,7 @@ def check_cycles(data: object, where: str) -> dict:
     if not isinstance(shapes, list) or not _counts_by_name(data.get("types", {})) or not all(
             isinstance(c, dict) and isinstance(c.get("path"), str) and _counts_by_name(c.get("types", {}))
             and all(_is_count(c.get(k, 0)) for k in ("cycles", "objects", "bytes"))
-            and isinstance(c.get("addresses", []), list) and all(_is_count(a) for a in c.get("addresses", []))
+            and isinstance(c.get("addresses", []), list) and all(_is_address(a) for a in c.get("addresses", []))
             for c in shapes):
         raise UsageError(f"{where}: not a description of reference cycles (cycles with path, counts, types)")
     owners = data.get("findings", {})
