@@ -321,7 +321,7 @@ def _check_allocator_trim(row: dict, where: str) -> dict:
                 malloc is None or (isinstance(malloc, dict) and all(_is_count(v) for v in malloc.values()))):
             raise UsageError(f"{where}: allocator_trim event without {side}.rss_bytes and byte counts")
     if row.get("gpu") is not None and not (isinstance(row["gpu"], dict) and all(
-            v is None or _is_count(v) for v in row["gpu"].values())):
+            isinstance(side, dict) and all(_is_count(v) for v in side.values()) for side in row["gpu"].values())):
         raise UsageError(f"{where}: allocator_trim event with a bad gpu part")
     return row
 
