@@ -35,7 +35,7 @@ CACHE = Path.home() / ".cache" / "tracer" / "compat"
 SKIP = {"torch", "torchaudio", "torchvision", "torchcodec"}
 # Releases whose pinned transformers breaks vLLM's own profiling run on the text-only dummy input
 # ("Found 1 <|image_pad|> tokens in the text but no images were passed"); this one works.
-TRANSFORMERS_PINS = {"0.25": "transformers==5.14.1", "0.26": "transformers==5.14.1"}
+TRANSFORMERS_PINS = {"0.20": "transformers==5.14.1", "0.25": "transformers==5.14.1", "0.26": "transformers==5.14.1"}
 DRAIN_STEPS = {"mm_cache": "reset_mm_cache", "prefix_cache": "reset_prefix_cache",
                "encoder_cache": "llm_engine.reset_encoder_cache"}
 
