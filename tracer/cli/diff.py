@@ -154,10 +154,18 @@ def run_diff(options: dict, out_dir: Path, thresholds, rules=(), verbose: bool =
     if capture_dir.exists() and any(capture_dir.iterdir()):
         raise UsageError(f"{out_dir} already holds a capture: choose another --out")
     code = run_session_process(capture_dir, options, verbose)
-    capture = read_capture(capture_dir)
-    if code == 2 or capture.manifest.get("status") == "failed":
+    try:
+        capture = read_capture(capture_dir)
+        rejected = code == 2 or capture.manifest.get("status") == "failed"
+        analysis = None if rejected else analyze(capture, thresholds, rules)
+    except UsageError as exc:
+        if code == 2:
+            raise
+        # tracer's own capture that does not read back is tracer's fault, not bad input: keep the rounds recorded
+        raise RuntimeError(f"{exc}; the capture is kept in {capture_dir}") from exc
+    if rejected:
         raise UsageError(capture.manifest.get("error") or "the traced session rejected its input")
-    return write_report(analyze(capture, thresholds, rules), out_dir, exports=exports), exit_code(code)
+    return write_report(analysis, out_dir, exports=exports), exit_code(code)
 
 
 SERVE_ROLE = r"api-server|engine-core(-\d+)?|worker-\d+"

@@ -130,7 +130,9 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     if cycles:
         lines += [f"{len(cycles)} reference-cycle finding(s) totalling "
                   f"{mib(sum(f.details.get('undrained_bytes', f.bytes) for f in cycles))} before the final collection.", ""]
-    for title, group in (("Leaks (`leak?` in domain rss: RSS growth no allocation explains)", leaks),
+    # a host or GPU `leak?` has its own section below ("Suspected leaks"); only the rss one is listed with leaks
+    listed_leaks = [f for f in leaks if f.verdict == LEAK or f.domain == "rss"]
+    for title, group in (("Leaks (`leak?` in domain rss: RSS growth no allocation explains)", listed_leaks),
                          ("Reference cycles (only the garbage collector frees them)", cycles),
                          ("Suspected leaks (a drain step is missing)", suspected),
                          ("Caches (released by the drain or bounded)", caches)):
