@@ -158,49 +158,71 @@ def named_roots(extra: dict | None = None) -> list[tuple[str, object]]:
     return roots
 
 
+class ReferenceWalk:
+    """Breadth-first over references from named roots, each object once, within an object count and a time limit:
+    iterating yields (object, path from a root); `prune()` skips the children of the object just yielded."""
+
+    def __init__(self, roots: list[tuple[str, object]], max_objects: int, max_seconds: float):
+        self.seen: set[int] = set()
+        self.queue = deque()
+        for name, obj in roots:
+            if id(obj) not in self.seen:
+                self.seen.add(id(obj))
+                self.queue.append((obj, name))
+        self.max_objects, self.deadline = max_objects, time.monotonic() + max_seconds
+        self.visited = 0
+        self._pruned = False
+
+    @property
+    def exhausted(self) -> bool:
+        """Every object reachable from the roots was seen."""
+        return not self.queue
+
+    def prune(self) -> None:
+        self._pruned = True
+
+    def __iter__(self):
+        with warnings.catch_warnings():  # reading attributes trips deprecation warnings in some libraries
+            warnings.simplefilter("ignore")
+            while self.queue and self.visited < self.max_objects and time.monotonic() < self.deadline:
+                obj, path = self.queue.popleft()
+                self.visited += 1
+                self._pruned = False
+                yield obj, path
+                if self._pruned:
+                    continue
+                try:
+                    children = list(_children(obj))
+                except Exception:  # noqa: BLE001 - a property or container that refuses to be read
+                    continue
+                for label, child in children:
+                    if id(child) not in self.seen:
+                        self.seen.add(id(child))
+                        self.queue.append((child, path + label))
+
+
 def find_holders(host: AddressRanges, gpu: AddressRanges, roots: list[tuple[str, object]],
                  max_objects: int = 3_000_000, max_seconds: float = 60.0,
                  stats: dict | None = None) -> dict[str, list[str]]:
     """Finding id -> up to MAX_PATHS reference paths from a root to an object owning its leaked memory. `stats`,
     when given, gets how many objects the walk visited and whether it saw every object reachable from the roots."""
     ranges = {"host": host, "gpu": gpu}
-    with warnings.catch_warnings():  # reading attributes trips deprecation warnings in some libraries
-        warnings.simplefilter("ignore")
-        return _walk(ranges, roots, max_objects, max_seconds, stats if stats is not None else {})
-
-
-def _walk(ranges: dict, roots: list[tuple[str, object]], max_objects: int, max_seconds: float, stats: dict):
     found: dict[str, list[str]] = {}
-    seen: set[int] = set()
-    queue = deque()
-    for name, obj in roots:
-        if id(obj) not in seen:
-            seen.add(id(obj))
-            queue.append((obj, name))
     wanted = {tag for r in ranges.values() for _, _, tag in r.ranges}
-    deadline = time.monotonic() + max_seconds
-    visited, complete_at = 0, None
-    while queue and visited < max_objects and time.monotonic() < deadline:
-        obj, path = queue.popleft()
-        visited += 1
+    walk = ReferenceWalk(roots, max_objects, max_seconds)
+    complete_at = None
+    for obj, path in walk:
         for domain, address in _addresses(obj):
             tag = ranges[domain].find(address) if ranges[domain] else None
             if tag is not None and len(found.setdefault(tag, [])) < MAX_PATHS:
                 found[tag].append(path)
                 if complete_at is None and wanted <= found.keys():
-                    complete_at = visited
-        if complete_at is not None and (visited - complete_at > 20_000 or
+                    complete_at = walk.visited
+        if complete_at is not None and (walk.visited - complete_at > 20_000 or
                                         all(len(found[t]) >= MAX_PATHS for t in wanted)):
             break  # every leak has a holder; a few more objects only for other paths
-        try:
-            children = list(_children(obj))
-        except Exception:  # noqa: BLE001 - a property or container that refuses to be read
-            continue
-        for label, child in children:
-            if id(child) not in seen:
-                seen.add(id(child))
-                queue.append((child, path + label))
-    stats.update(visited=visited, exhausted=not queue)
+    if stats is not None:
+        stats.update(visited=walk.visited, exhausted=walk.exhausted)
     return found
 
 

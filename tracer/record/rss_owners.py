@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import bisect
 import sys
-import time
-import warnings
-from collections import deque
 
-from .holders import _children, named_roots
+from .holders import ReferenceWalk, named_roots
 
 MAX_OWNERS = 20
 
@@ -49,34 +46,17 @@ def find_owners(grown: list[tuple[int, int, bool]], roots: list[tuple[str, objec
         return grown[i] if i >= 0 and grown[i][1] > address else None
 
     found: dict[int, dict] = {}
-    seen: set[int] = set()
-    queue = deque()
-    for name, obj in roots:
-        if id(obj) not in seen:
-            seen.add(id(obj))
-            queue.append((obj, name))
-    deadline = time.monotonic() + max_seconds
-    visited = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        while queue and visited < max_objects and time.monotonic() < deadline and len(found) < MAX_OWNERS:
-            obj, path = queue.popleft()
-            visited += 1
-            buffer = buffer_of(obj)
-            if buffer is not None:
-                mapping = overlapping(buffer[1], buffer[2])
-                if mapping is not None and buffer[1] not in found:
-                    found[buffer[1]] = {"path": path, "kind": buffer[0], "address": buffer[1], "nbytes": buffer[2],
-                                        "before_baseline": mapping[2]}
-                continue
-            try:
-                children = list(_children(obj))
-            except Exception:  # noqa: BLE001 - a property or container that refuses to be read
-                continue
-            for label, child in children:
-                if id(child) not in seen:
-                    seen.add(id(child))
-                    queue.append((child, path + label))
+    walk = ReferenceWalk(roots, max_objects, max_seconds)
+    for obj, path in walk:
+        if len(found) >= MAX_OWNERS:
+            break
+        buffer = buffer_of(obj)
+        if buffer is not None:
+            mapping = overlapping(buffer[1], buffer[2])
+            if mapping is not None and buffer[1] not in found:
+                found[buffer[1]] = {"path": path, "kind": buffer[0], "address": buffer[1], "nbytes": buffer[2],
+                                    "before_baseline": mapping[2]}
+            walk.prune()
     return list(found.values())
 
 
