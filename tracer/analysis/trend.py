@@ -36,22 +36,26 @@ class Trend:
                 "rounds": self.rounds}
 
 
-def theil_sen_slope(series) -> float:
+def _pairs(series):
+    """The series as floats, and the indexes (i, j), i < j, of every pair of rounds."""
     y = np.asarray(series, dtype=float)
-    n = len(y)
-    if n < 2:
+    i, j = np.triu_indices(len(y), k=1)
+    return y, i, j
+
+
+def theil_sen_slope(series) -> float:
+    y, i, j = _pairs(series)
+    if len(y) < 2:
         return 0.0
-    i, j = np.triu_indices(n, k=1)
     return float(np.median((y[j] - y[i]) / (j - i)))
 
 
 def mann_kendall_p_rising(series) -> float:
     """One-sided p-value of the Mann-Kendall test (normal approximation, continuity and tie corrected)."""
-    y = np.asarray(series, dtype=float)
+    y, i, j = _pairs(series)
     n = len(y)
     if n < 3:
         return 1.0
-    i, j = np.triu_indices(n, k=1)
     s = float(np.sign(y[j] - y[i]).sum())
     _, ties = np.unique(y, return_counts=True)
     var = (n * (n - 1) * (2 * n + 5) - float((ties * (ties - 1) * (2 * ties + 5)).sum())) / 18.0
