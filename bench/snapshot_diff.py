@@ -1,4 +1,4 @@
-"""Timings of tracer.gpu_snapshot: load + diff of the real stacks-all fixture pair and of a synthetic pair.
+"""Timings of tracer.analysis.snapshots: load + diff of the real stacks-all fixture pair and of a synthetic pair.
 
     .venv/bin/python bench/snapshot_diff.py [--blocks 200000] [--trace-entries 200000] [--repeat 3]
 

