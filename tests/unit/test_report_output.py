@@ -28,7 +28,7 @@ LEAK = {"id": "h0000000000000001", "domain": "host", "bytes": 6 * MiB, "count": 
         "stack": [frame("tobytes", "/venv/site-packages/PIL/Image.py", 905), frame("remember", "/src/plant.py", 14),
                   frame("chat", "/src/plant.py", 18), LOOP],
         "owner": frame("tobytes", "/venv/site-packages/PIL/Image.py", 905),
-        "details": {"reason": "grows", "holders": ["plant._stash[3]"], "cycle_path": ["a", "b", "a"]}}
+        "details": {"reason": "grows", "holders": ["plant._stash[3]"], "cycle": {"path": "a -> b -> a"}}}
 CACHE = {"id": "h0000000000000002", "domain": "host", "bytes": MiB, "count": 2, "verdict": "cache",
          "per_round_bytes": [MiB] * 6, "component": "encoder cache",
          "stack": [frame("forward", "/venv/site-packages/vllm/model.py", 872), frame("chat", "/src/plant.py", 18),

@@ -12,6 +12,7 @@ from importlib import resources
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ..analysis.verdicts import CACHE, FAILING
 from ..analysis.stacks import Frame, owner_index
 from ..own_frames import driver_start
 from .exports import DOMAINS, frame_name, live_bytes, survivors
@@ -68,7 +69,7 @@ def _finding_view(f: dict) -> dict:
     owner = f.get("owner") or {}
     return {**f, "name": frame_name(owner) if owner else f["id"],
             "live": live_bytes(f), "frames": stack_from_owner(f), "holders": details.get("holders", []),
-            "cycle_path": details.get("cycle_path"), "reason": details.get("reason"),
+            "cycle_path": (details.get("cycle") or {}).get("path"), "reason": details.get("reason"),
             "undrained": details.get("undrained_bytes")}
 
 
@@ -92,7 +93,7 @@ def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
     run = report.get("run", {})
     return env.get_template("report.html.j2").render(
         report=report, run=run, env_rows=[(k, run.get(k)) for k in ENV_KEYS if k in run],
-        leaks=[f for f in kept if f["verdict"] == "leak"], caches=[f for f in kept if f["verdict"] == "cache"],
-        others=[f for f in kept if f["verdict"] not in ("leak", "cache")],
+        leaks=[f for f in kept if f["verdict"] in FAILING], caches=[f for f in kept if f["verdict"] == CACHE],
+        others=[f for f in kept if f["verdict"] not in (*FAILING, CACHE)],
         chart_data=chart_data, scripts=[_vendor(n) for n in VENDOR_SCRIPTS], styles=[_vendor(n) for n in VENDOR_STYLES],
         flame_domains=list(chart_data["flames"]))
