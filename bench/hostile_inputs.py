@@ -16,8 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PICKLES = ROOT / "tests" / "fixtures" / "hostile" / "pickles"
 REAL = ROOT / "tests" / "fixtures" / "gpu" / "qwen3vl-4b-dims_stacks-all_round8.pickle.gz"
-_MEASURED = ("import os, resource, sys\nfrom tracer.cli import run\ntry:\n    run(sys.argv[1:])\nfinally:\n"
-             "    open(os.environ['RSS_OUT'], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n")
+# VmHWM is this process's own peak RSS in KiB; ru_maxrss would carry the parent's peak across exec.
+_MEASURED = ("import os, sys\nfrom tracer.cli import run\ntry:\n    run(sys.argv[1:])\nfinally:\n"
+             "    hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+             "    open(os.environ['RSS_OUT'], 'w').write(hwm.split()[1])\n")
 
 
 def measure(path: Path, **env) -> tuple[int, float, float]:

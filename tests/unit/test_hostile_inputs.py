@@ -20,10 +20,11 @@ from hostile_helpers import (CLEAN_CAPTURE, HOSTILE, INJECTIONS, PLANTED_CAPTURE
 
 PICKLES = sorted((HOSTILE / "pickles").iterdir())
 GiB = 2**30
-# Prints the peak RSS of a tracer command into the file named by TRACER_TEST_RSS, after the command ends.
-_MEASURED = ("import os, resource, sys\nfrom tracer.cli import run\ntry:\n    run(sys.argv[1:])\nfinally:\n"
-             "    open(os.environ['TRACER_TEST_RSS'], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF)"
-             ".ru_maxrss * 1024))\n")
+# Prints the peak RSS of a tracer command into the file named by TRACER_TEST_RSS, after the command ends. VmHWM is
+# this process's own high-water mark; ru_maxrss is not, since Linux carries the parent's peak across exec.
+_MEASURED = ("import os, sys\nfrom tracer.cli import run\ntry:\n    run(sys.argv[1:])\nfinally:\n"
+             "    hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+             "    open(os.environ['TRACER_TEST_RSS'], 'w').write(str(int(hwm.split()[1]) * 1024))\n")
 
 
 def run_measured(args: list[str], cwd: Path, **env) -> tuple[subprocess.CompletedProcess, float, int]:
