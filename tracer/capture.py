@@ -207,7 +207,7 @@ class Capture:
         return [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
 
 
-_RUN_DICTS = ("versions", "tracing", "engine_args", "env")
+_RUN_DICTS = ("versions", "tracing", "engine_args", "env", "substitute_drain_steps")
 _RUN_TEXT = ("model", "model_path", "images", "device", "command", "image_size")
 _RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words", "rounds_added", "max_rounds")
 

@@ -211,7 +211,10 @@ class Driver:
         """Warmup, drain, screen, baseline, measured rounds, final drain, holders. Raises ScreenedClean when the
         screen saw nothing grow; the backends are stopped whatever happens."""
         plan = self.plan
-        self.writer.manifest["run"].update(drain_steps=[s.name for s in self.workload.drain_steps()],
+        steps = self.workload.drain_steps()
+        self.writer.manifest["run"].update(drain_steps=[s.name for s in steps],
+                                           substitute_drain_steps={s.name: s.substitute for s in steps
+                                                                   if s.substitute},
                                            missing_drain_steps=self.workload.missing_drain_steps(),
                                            tracing=asdict(self.tracing), gpu=self.tracing.gpu_enabled())
         self.writer.save_manifest()
