@@ -12,10 +12,7 @@ engine); the fields read here are the same from vLLM 0.13 to 0.32.
 
 from __future__ import annotations
 
-
-def in_process_core(llm):
-    """The EngineCore of an in-process `vllm.LLM` (VLLM_ENABLE_V1_MULTIPROCESSING=0), else None."""
-    return getattr(getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None)
+from .encoder_cache_reset import in_process_core
 
 
 def _runner_entries(worker) -> dict[str, int] | None:

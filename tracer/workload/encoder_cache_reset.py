@@ -38,6 +38,11 @@ def describe() -> dict:
                    "as vLLM 0.16's reset_encoder_cache does"}
 
 
+def in_process_core(llm):
+    """The EngineCore of an in-process `vllm.LLM` (VLLM_ENABLE_V1_MULTIPROCESSING=0), else None."""
+    return getattr(getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None)
+
+
 def reset_manager(manager) -> None:
     """The scheduler's bookkeeping back to empty: nothing cached, the whole capacity free."""
     manager.cached.clear()
@@ -57,7 +62,7 @@ def substitute_reset(llm, vllm_version: str | None) -> Callable[[], None] | None
     (an engine core in another process, or fields that changed)."""
     if not applies(vllm_version):
         return None
-    core = getattr(getattr(getattr(llm, "llm_engine", None), "engine_core", None), "engine_core", None)
+    core = in_process_core(llm)
     manager = getattr(getattr(core, "scheduler", None), "encoder_cache_manager", None)
     executor = getattr(core, "model_executor", None)
     if manager is None or not all(hasattr(manager, f) for f in MANAGER_FIELDS) or not hasattr(
