@@ -112,8 +112,11 @@ def run_release(release: str, python: str, rounds: int, model: str, out: Path) -
         row.update(vllm=run.get("vllm"), transformers=run.get("transformers"), torch=run.get("torch"),
                    start=run.get("engine_load_seconds"), round=statistics.median(measured) if measured else None,
                    verdict=report["verdict"], leaks=sum(f["verdict"] == "leak" for f in report["findings"]),
+                   cycles=sum(f["verdict"] == "cycle" for f in report["findings"]),
+                   suspected=sum(f["verdict"] == "leak?" for f in report["findings"]),
                    caches=sum(f["verdict"] == "cache" for f in report["findings"]),
-                   drain=[DRAIN_STEPS[s] for s in (drains[0]["reset"] if drains else [])],
+                   drain=[f"{s} (substitute)" if s in (run.get("substitute_drain_steps") or {}) else DRAIN_STEPS[s]
+                          for s in (drains[0]["reset"] if drains else [])],
                    notes=run.get("engine_notes") or [])
     return row
 
@@ -123,7 +126,9 @@ def table(rows: list[dict]) -> str:
              "drain steps available |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda v, f="{}": "-" if v is None else f.format(v)  # noqa: E731
-        verdict = r.get("verdict", "-") + (f" (error: `{r['error']}`)" if r.get("error") else "")
+        counted = [f"{r[k]} {name}" for k, name in (("cycles", "cycle"), ("suspected", "leak?")) if r.get(k)]
+        verdict = r.get("verdict", "-") + (f" ({', '.join(counted)})" if counted else "") + (
+            f" (error: `{r['error']}`)" if r.get("error") else "")
         lines.append(f"| {r['release']} | {cell(r.get('vllm'))} | {cell(r.get('transformers'))} | "
                      f"{cell(r.get('torch'))} | {cell(r.get('start'), '{:.1f} s')} | {cell(r.get('round'), '{:.3f} s')}"
                      f" | {verdict} | {cell(r.get('leaks'))} | {cell(r.get('caches'))} | "

@@ -207,7 +207,7 @@ class Capture:
         return [files[k] for k in sorted((k for k in files if k.startswith("round:")), key=lambda k: int(k[6:]))]
 
 
-_RUN_DICTS = ("versions", "tracing", "engine_args", "env")
+_RUN_DICTS = ("versions", "tracing", "engine_args", "env", "substitute_drain_steps")
 _RUN_TEXT = ("model", "model_path", "images", "device", "command", "image_size")
 _RUN_INTS = ("warmup", "rounds", "batch", "max_tokens", "seed", "words", "rounds_added", "max_rounds")
 
@@ -292,6 +292,9 @@ def check_event(row: object, where: str) -> dict:
     elif kind == "drain_step":
         if not isinstance(row.get("step"), str) or not isinstance(row.get("when"), str):
             raise UsageError(f"{where}: drain_step event without a step and a when (text)")
+        found = row.get("found")
+        if found is not None and (not isinstance(found, dict) or not all(_is_count(v) for v in found.values())):
+            raise UsageError(f"{where}: drain_step event whose found is not an object of byte and entry counts")
     elif kind == "screen":
         reasons = row.get("reasons")
         if not isinstance(row.get("suspect"), bool) or not isinstance(reasons, list) or not all(

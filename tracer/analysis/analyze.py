@@ -9,6 +9,7 @@ from ..capture import Capture, read_capture
 from .added_rounds import describe_added
 from .components import Rule, classify_component
 from .counters import growth_table, vllm_check
+from .encoder_cache_bound import final_audit, judge_untracked
 from .findings import Finding, merge_by_id
 from .gpu import gpu_findings
 from .host import host_findings
@@ -98,6 +99,7 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
     drained = capture.mark("drained") is not None
     apply_verdicts(findings, thresholds, drained=drained,
                    missing_steps=tuple(capture.run.get("missing_drain_steps") or ()))
+    judge_untracked(findings, final_audit(capture), thresholds)
     notes += describe_cycles(capture, findings)
     misses = capture.holder_misses()
     for f in findings:

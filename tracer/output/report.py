@@ -19,7 +19,8 @@ from .timeline import build_timeline
 ROUND_FIELDS = ("index", "phase", "seconds") + COUNTERS + ("processes",)
 RUN_FIELDS = ("model", "model_path", "warmup", "rounds", "batch", "images", "max_tokens", "seed", "engine_args",
               "preload", "tracing", "env", "device", "command", "engine_load_seconds", "engine", "drain_steps",
-              "missing_drain_steps", "engine_notes", "allocator", "processes", "rounds_added", "max_rounds")
+              "substitute_drain_steps", "missing_drain_steps", "engine_notes", "allocator", "processes",
+              "rounds_added", "max_rounds")
 MAX_TRANSIENT = 20
 
 

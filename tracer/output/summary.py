@@ -92,6 +92,10 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines.append(f"| tracing | {md_code(json.dumps(run.get('tracing')), in_table=True)} |")
     if run.get("engine"):
         lines.append(f"| engine | {md_text(run['engine'])} |")
+    for name, step in (run.get("substitute_drain_steps") or {}).items():
+        step = step if isinstance(step, dict) else {}
+        lines.append(f"| drain step {md_text(name)} substituted | {md_text(step.get('how'))}, in place of "
+                     f"{md_text(step.get('replaces'))}, which {md_text(step.get('releases'))} lacks |")
     if run.get("missing_drain_steps"):
         lines.append(f"| drain steps missing in this vLLM | {md_text(', '.join(run['missing_drain_steps']))} |")
     lines += ["", "## Rounds", ""]

@@ -129,13 +129,15 @@ class Driver:
             if marks and step.name == COLLECT_STEP and self.tracing.host and self.processes.local:
                 self.inspect_cycles()
             try:
+                found = workload_call(step.audit) if step.audit else None
                 workload_call(step.run)
             except (AttributeError, NotImplementedError) as exc:
                 self.writer.event("drain_step", when=when, step=step.name, ok=False,
                                   error=f"{type(exc).__name__}: {exc}".splitlines()[0])
                 continue
             done.append(step.name)
-            self.writer.event("drain_step", when=when, step=step.name, ok=True, **self.processes.counters())
+            self.writer.event("drain_step", when=when, step=step.name, ok=True,
+                              **({"found": found} if found is not None else {}), **self.processes.counters())
             if marks and k < len(steps) - 1:
                 self.mark("drain_step", k, snapshot=False, step=step.name)
         self.writer.event("drain", when=when, reset=[s for s in done if s != COLLECT_STEP])
@@ -211,7 +213,10 @@ class Driver:
         """Warmup, drain, screen, baseline, measured rounds, final drain, holders. Raises ScreenedClean when the
         screen saw nothing grow; the backends are stopped whatever happens."""
         plan = self.plan
-        self.writer.manifest["run"].update(drain_steps=[s.name for s in self.workload.drain_steps()],
+        steps = self.workload.drain_steps()
+        self.writer.manifest["run"].update(drain_steps=[s.name for s in steps],
+                                           substitute_drain_steps={s.name: s.substitute for s in steps
+                                                                   if s.substitute},
                                            missing_drain_steps=self.workload.missing_drain_steps(),
                                            tracing=asdict(self.tracing), gpu=self.tracing.gpu_enabled())
         self.writer.save_manifest()

@@ -14,10 +14,15 @@ from typing import Callable, Protocol
 
 @dataclass(frozen=True)
 class DrainStep:
-    """One way of emptying a cache; the driver runs each separately and records what it released."""
+    """One way of emptying a cache; the driver runs each separately and records what it released. `substitute`
+    describes a step that stands in for a reset the installed library lacks (what it replaces, for which releases,
+    how); the report lists it. `audit`, run just before the step, returns counts of what the cache holds that the
+    reset would hide (recorded as the step's `found`), or None."""
 
     name: str
     run: Callable[[], object]
+    substitute: dict | None = None
+    audit: Callable[[], dict | None] | None = None
 
 
 class Workload(Protocol):

@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 from ..errors import UsageError
-from . import DrainStep
+from . import DrainStep, encoder_cache_audit, encoder_cache_reset
 from .engine_errors import EngineStartError, one_line, rejected_arguments
 from .config import WorkloadConfig
 from .requests import make_requests, single_token_words
@@ -140,11 +140,28 @@ class InProcessEngine:
         return lambda: run_round(self.llm, conversations, self.params)
 
     def drain_steps(self) -> list[DrainStep]:
-        return [DrainStep(name, call) for name, path in CACHE_RESETS
-                if (call := _resolve(self.llm, path)) is not None]
+        """vLLM's public resets; where one is missing, a substitute for the releases that lack it. The
+        encoder-cache step first records what the cache holds that vLLM no longer tracks (its audit)."""
+        steps = []
+        for name, path in CACHE_RESETS:
+            call, substitute = _resolve(self.llm, path), None
+            if call is None and name == encoder_cache_reset.STEP:
+                call = self._encoder_cache_substitute()
+                substitute = encoder_cache_reset.describe() if call else None
+            if call is None:
+                continue
+            audit = (lambda: encoder_cache_audit.audit(self.llm)) if name == encoder_cache_reset.STEP else None
+            steps.append(DrainStep(name, call, substitute=substitute, audit=audit))
+        return steps
 
     def missing_drain_steps(self) -> list[str]:
-        return [name for name, path in CACHE_RESETS if _resolve(self.llm, path) is None]
+        have = {step.name for step in self.drain_steps()}
+        return [name for name, _ in CACHE_RESETS if name not in have]
+
+    def _encoder_cache_substitute(self):
+        import vllm
+
+        return encoder_cache_reset.substitute_reset(self.llm, getattr(vllm, "__version__", None))
 
     def roots(self) -> dict[str, object]:
         return {"llm": self.llm}
