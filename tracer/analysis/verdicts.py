@@ -50,7 +50,7 @@ def classify(f: Finding, th: Thresholds, drained: bool, missing_steps: tuple[str
     by_collector = f.details.get("released_by", {}).get(COLLECTOR, 0)
     if drained and by_collector >= max(th.min_total, 2 * t.slope) and grows(series, th, t):
         return CYCLE, (f"grew {t.slope / 1024:.1f} KiB/round, and {by_collector} of its {undrained} bytes outlived "
-                       f"every cache reset: only the garbage collector freed them (more than two rounds' worth), so "
+                       f"every cache reset: only the garbage collector freed them (at least two rounds' worth), so "
                        f"objects in reference cycles keep it until a full collection")
     if released:
         if undrained < th.min_total:
