@@ -33,7 +33,7 @@ def test_cycle_needs_more_than_two_rounds_worth_freed_by_the_collector():
     at_limit = group(steps(8), 0, released_by={"gc": 2 * MiB})  # slope 1 MiB: two rounds' worth
     assert classify(at_limit, TH, True) == (CYCLE, (
         f"grew 1024.0 KiB/round, and {2 * MiB} of its {8 * MiB} bytes outlived every cache reset: only the garbage "
-        "collector freed them (more than two rounds' worth), so objects in reference cycles keep it until a full "
+        "collector freed them (at least two rounds' worth), so objects in reference cycles keep it until a full "
         "collection"))
     assert at_limit.details["trend"] == {"slope_bytes_per_round": float(MiB), "p_rising": 0.0004, "rounds": 8}
     assert classify(group(steps(8), 0, released_by={"gc": 2 * MiB - 1}), TH, True)[0] == CACHE
