@@ -1,6 +1,8 @@
 """RSS that no allocation explains, on the real vLLM CPU engine (`tracer diff --preload PLANT.py`, 6 rounds each):
 a raw mmap leak no hook sees is a `leak?` in domain `rss` and fails the gate; a preallocated buffer filling up is
-first touch, bounded by its size; a fragmented heap is allocator retention that malloc_trim returns."""
+first touch, bounded by its size; a fragmented heap is allocator retention that malloc_trim returns. The grown
+mappings are matched to memray's live allocations: none lies in the raw pages, the heap holds the plant's kept
+blocks."""
 
 from __future__ import annotations
 
@@ -36,6 +38,10 @@ def test_raw_mmap_leak_is_an_rss_suspect_and_fails_the_gate(tmp_path_factory):
     assert grown and all(m["kind"] == "anonymous" for m in grown)
     assert sum(m["grew"] for m in grown) >= ROUNDS * 8 * MiB
     assert not [f for f in report["findings"] if f["verdict"] == "leak"]  # memray saw nothing of it
+    matched = {m["range"]: m for m in report["rss"]["allocations"]["mappings"]}
+    for m in grown:  # no live allocation lies in the raw pages: all of their growth stays unexplained
+        assert m["allocated_bytes"] == 0 and matched[m["range"]]["allocations"] == 0, matched.get(m["range"])
+        assert matched[m["range"]]["unexplained"] == m["grew"]
     gate = run_tracer("gate", str(out))
     assert gate.returncode == 1 and finding["id"] in gate.stdout, gate.stdout
     assert run_tracer("gate", str(out), "--max-rss-per-round", "16MiB").returncode == 0
@@ -62,3 +68,8 @@ def test_fragmented_heap_is_allocator_retention(tmp_path_factory):
     assert retention["retained"] and retention["trim_returned"] >= before_trim[-1], retention
     assert any("jemalloc" in r for r in retention["remedies"])
     assert report["rss"]["after_drain"]["unexplained"] < MiB
+    (heap,) = [m for m in report["rss"]["allocations"]["mappings"] if m["kind"] == "heap"]
+    assert heap["grew"] >= 4 * MiB and heap["unexplained_before_trim"] >= 4 * MiB, heap  # the free pieces
+    (kept,) = [s for s in heap["stacks"] if s["owner"].startswith("chat_fragmenting_heap (")]
+    assert kept["count"] == ROUNDS * 64 and ROUNDS * 64 * 600 <= kept["bytes"] < ROUNDS * 64 * 1024, kept
+    assert kept["component"] == "user or plugin code"

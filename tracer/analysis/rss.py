@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 from ..capture import Capture
 from ..units import mib
+from .components import Rule
 from .findings import Finding
+from .mapped_allocations import GrownRange, allocations_in_ranges
 from .trend import trend
 from .verdicts import SUSPECTED, Thresholds, grows
 
@@ -264,7 +266,35 @@ def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresho
                    key="r" + hashlib.sha1(f"rss:{key}".encode()).hexdigest()[:15])
 
 
-def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding | None]:
+def grown_ranges(base: Table, drained: Table, before_trim: Table | None, owners: list[Owner]) -> list[GrownRange]:
+    """The heap, arena and anonymous mappings that grew by the end of the drain (before malloc_trim(0), whose
+    returned pages would otherwise hide the heap's growth) or by the final mark, largest first."""
+    after = {m.start: g for m, g in grown(base, drained)}
+    ranges = {}
+    for m, g in grown(base, before_trim or drained):
+        if m.kind in HEAP_KINDS and max(g, after.get(m.start, 0)) > LISTED_GROWTH:
+            ranges[m.start] = (m, g)
+    for m, g in grown(base, drained):
+        if m.kind in HEAP_KINDS and g > LISTED_GROWTH and m.start not in ranges:
+            ranges[m.start] = (m, g)
+    out = [GrownRange(m.start, m.end, m.kind, m.path, g, after.get(m.start, 0),
+                      min(g, sum(o.nbytes for o in owners if o.before_baseline and o.inside(m))))
+           for m, g in ranges.values()]
+    return sorted(out, key=lambda r: -max(r.grew, r.after_trim))[:MAX_LISTED]
+
+
+def matched_allocations(capture: Capture, ranges: list[GrownRange], th: Thresholds,
+                        rules: tuple[Rule, ...]) -> dict | None:
+    """memray's live allocations in the grown ranges, when one of them kept `min_total` of growth past the drain
+    (one pass over every raw record of the capture: about 2.5 us each)."""
+    streams = [s for s in capture.streams_of("memray") if not capture.several_processes]
+    path = capture.stream_file(streams[0]) if streams else None
+    if path is None or not any(max(r.grew, r.after_trim) - r.first_touch >= th.min_total for r in ranges):
+        return None
+    return allocations_in_ranges(path, ranges, native=bool(streams[0].settings.get("native_traces")), rules=rules)
+
+
+def rss_analysis(capture: Capture, th: Thresholds, rules: tuple[Rule, ...] = ()) -> tuple[dict | None, Finding | None]:
     """The report's `rss` section and, when RSS grows like a leak with nothing to explain it, its finding."""
     tables = mapping_tables(capture)
     base = next((t for t in tables if t.mark == "baseline"), None)
@@ -292,6 +322,16 @@ def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding
         "mappings_at_baseline": len(base.maps),
         "read_seconds_median": round(statistics.median(reads), 4) if reads else None,
     }
+    if drained is not None:
+        before_trim = next((t for t in tables if t.mark == "before_trim"), None)
+        matched = matched_allocations(capture, grown_ranges(base, drained, before_trim, owners), th, rules)
+        if matched is not None:
+            section["allocations"] = matched
+            if finding is not None:
+                in_range = {m["range"]: m for m in matched["mappings"]}
+                for m in finding.details["mappings"]:
+                    if m["range"] in in_range:
+                        m["allocated_bytes"] = in_range[m["range"]]["allocated_bytes"]
     gpu = gpu_outside_allocator([m for m in capture.marks if m["name"] in ("baseline", "round")])
     if gpu:
         section["gpu"] = gpu

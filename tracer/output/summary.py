@@ -184,6 +184,7 @@ def rss_section(rss: dict) -> list[str]:
         for g in last["grown"]:
             lines.append(f"- {md_text(g['kind'])} {md_code(g['range'])} {md_text(g['path'])} +{mib(g['grew'])} "
                          f"(now {mib(g['rss'])})" + (f": {md_text(g['owner'])}" if g.get("owner") else ""))
+    lines += allocations_in_mappings(rss.get("allocations"))
     for t in rss.get("first_touch", []):
         lines += ["", f"First touch of {md_code(t['owner'])} ({md_text(t['kind'])}): bounded by its size, {mib(t['bound'])}; "
                       f"{mib(t['resident_at_end'])} touched ({t['touched_fraction'] * 100:.0f}%), "
@@ -206,4 +207,23 @@ def rss_section(rss: dict) -> list[str]:
     if rss.get("gpu"):
         lines += ["", "Device memory outside PyTorch's allocator (used minus reserved) per mark (MiB): "
                   + ", ".join(f"{g['outside_allocator'] / 2**20:.1f}" for g in rss["gpu"])]
+    return lines
+
+
+def allocations_in_mappings(matched: dict | None) -> list[str]:
+    """Each grown heap, arena or anonymous mapping with memray's live allocations in it and the growth they leave
+    unexplained."""
+    if not matched or not matched["mappings"]:
+        return []
+    lines = ["", "Traced allocations in the grown mappings (memray's allocations live at the end, matched by address; "
+                 "growth no allocation or first-touch buffer covers is allocator retention before the trim, and memory "
+                 "no hook saw after it):", ""]
+    for m in matched["mappings"]:
+        lines.append(f"- {md_text(m['kind'])} {md_code(m['range'])} {md_text(m['path'])} +{mib(m['grew'])} by the drain, "
+                     f"+{mib(m['grew_after_trim'])} after `malloc_trim(0)`; {m['allocations']} live allocations hold "
+                     f"{mib(m['allocated_bytes'])}" + (f", first touch {mib(m['first_touch'])}" if m["first_touch"] else "")
+                     + f"; unexplained {mib(m['unexplained_before_trim'])} before the trim, {mib(m['unexplained'])} after")
+        for st in m["stacks"]:
+            lines.append(f"  - {mib(st['bytes'])} in {st['count']}: {md_text(st['component'])}, "
+                         f"{md_code(st['owner'] or '?')} ({md_code(st['id'])})")
     return lines
