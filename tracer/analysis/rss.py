@@ -45,6 +45,14 @@ REMEDIES = [
     "confirms it)",
 ]
 
+# the call each allocator's retention is measured with at the final drain, and what makes it keep less
+RELEASE_CALLS = {"glibc": "malloc_trim(0)", "jemalloc": "mallctl arena.<all>.purge",
+                 "tcmalloc": "MallocExtension_ReleaseFreeMemory()"}
+OTHER_REMEDIES = {
+    "jemalloc": ["MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 (jemalloc returns freed pages sooner)"],
+    "tcmalloc": ["TCMALLOC_RELEASE_RATE=10 (tcmalloc returns freed pages to the system sooner; default 1)"],
+}
+
 
 @dataclass
 class Mapping:
@@ -197,19 +205,22 @@ def first_touch_rows(base: Table, rounds: list[Table], end: Table, owners: list[
 
 def retention(capture: Capture) -> dict | None:
     """What the allocators kept after the final drain: RSS `malloc_trim(0)` returned, and glibc's arena state
-    before and after; on CUDA the reserved bytes `empty_cache` returned (see `gpu_retention`)."""
+    before and after (under jemalloc or tcmalloc: their own release call and statistics, named in `allocator`);
+    on CUDA the reserved bytes `empty_cache` returned (see `gpu_retention`)."""
     rows = capture.of_type("allocator_trim")
     if not rows:
         return None
     e = rows[-1]
     before, after = e["before"], e["after"]
-    out = {"trim_returned": before["rss_bytes"] - after["rss_bytes"], "rss_before_trim": before["rss_bytes"],
+    allocator = (before.get("malloc") or {}).get("allocator", "glibc")  # captures before it was named: glibc
+    out = {"allocator": allocator, "release_call": RELEASE_CALLS.get(allocator),
+           "trim_returned": before["rss_bytes"] - after["rss_bytes"], "rss_before_trim": before["rss_bytes"],
            "rss_after_trim": after["rss_bytes"], "malloc_before": before.get("malloc"),
            "malloc_after": after.get("malloc")}
-    free_before = (before.get("malloc") or {}).get("free_bytes", 0)
+    free_before = (before.get("malloc") or {}).get("free_bytes") or 0
     out["retained"] = max(out["trim_returned"], 0) >= MIN_RETENTION or free_before >= 4 * MIN_RETENTION
     if out["retained"]:
-        out["remedies"] = REMEDIES
+        out["remedies"] = REMEDIES if allocator == "glibc" else OTHER_REMEDIES.get(allocator, [])
     if e.get("gpu"):
         out["gpu"] = gpu_retention(e["gpu"])
     return out
@@ -247,7 +258,8 @@ def is_leak_rate(series: list[int], th: Thresholds) -> tuple[bool, int, int]:
     return grows(points, th), int(trend(points).slope), growing
 
 
-def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds) -> Finding | None:
+def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds,
+                release_call: str = RELEASE_CALLS["glibc"]) -> Finding | None:
     """The `leak?` finding: unexplained RSS that survives the drain and the trim and grew at a leak rate."""
     if end is None or end.unexplained < th.min_total:
         return None
@@ -258,7 +270,7 @@ def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresho
     mappings = [g for g in end.grown if g["kind"] in HEAP_KINDS and "first touch" not in g.get("owner", "")
                 and g["grew"] >= th.min_per_round]
     reason = (f"RSS no allocation explains grows {mib(rate)}/round in {growing} of {len(series)} rounds and "
-              f"{mib(end.unexplained)} stay after the drain and malloc_trim(0); grown mappings: "
+              f"{mib(end.unexplained)} stay after the drain and {release_call}; grown mappings: "
               + ", ".join(f"{g['kind']} {g['range']} +{mib(g['grew'])}" for g in mappings[:4]))
     key = "|".join(sorted({g["kind"] + (":" + g["path"].rsplit("/", 1)[-1] if g["path"] else "") for g in mappings}))
     return Finding("rss", (), end.unexplained, 0, series, component=RSS_COMPONENT, verdict=SUSPECTED,
@@ -312,13 +324,15 @@ def rss_analysis(capture: Capture, th: Thresholds, rules: tuple[Rule, ...] = ())
     per_round = [account(base, t, heap_growth(t), owners, LISTED_GROWTH) for t in rounds]
     drained = next((t for t in tables if t.mark == "drained"), None)
     end = account(base, drained, heap_growth(drained), owners, LISTED_GROWTH) if drained else None
-    finding = rss_finding(per_round, end, th) if end is not None else None
+    kept = retention(capture)
+    release_call = (kept or {}).get("release_call") or RELEASE_CALLS["glibc"]
+    finding = rss_finding(per_round, end, th, release_call) if end is not None else None
     reads = [t.seconds for t in tables]
     section = {
         "per_round": [a.as_dict() for a in per_round],
         "after_drain": end.as_dict() if end else None,
         "first_touch": first_touch_rows(base, rounds, drained or (rounds[-1] if rounds else base), owners),
-        "retention": retention(capture),
+        "retention": kept,
         "mappings_at_baseline": len(base.maps),
         "read_seconds_median": round(statistics.median(reads), 4) if reads else None,
     }

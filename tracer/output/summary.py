@@ -92,6 +92,10 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     lines.append(f"| tracing | {md_code(json.dumps(run.get('tracing')), in_table=True)} |")
     if run.get("engine"):
         lines.append(f"| engine | {md_text(run['engine'])} |")
+    if run.get("allocator"):
+        a = run["allocator"]
+        lines.append(f"| malloc | {md_text(a.get('name'))} ({md_code(a.get('library') or '?', in_table=True)})"
+                     + (f", preloaded by {md_code('--allocator ' + a['preloaded'], in_table=True)}" if a.get("preloaded") else "") + " |")
     if run.get("missing_drain_steps"):
         lines.append(f"| drain steps missing in this vLLM | {md_text(', '.join(run['missing_drain_steps']))} |")
     lines += ["", "## Rounds", ""]
@@ -168,12 +172,12 @@ def rss_section(rss: dict) -> list[str]:
              "Growth over the baseline of the process's mappings (/proc/self/smaps) and what explains it: pages of "
              "buffers allocated before the baseline (first touch), malloc's in-use bytes (heap, arenas, large "
              "blocks), file-backed and stack pages (bounded), and the rest. After the drain means after "
-             "`malloc_trim(0)` too.", "",
+             f"`{(rss.get('retention') or {}).get('release_call') or 'malloc_trim(0)'}` too.", "",
              "| at | RSS growth | heap | arenas | anonymous | file | stacks | first touch | C heap in use | unexplained |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for a in rows:
         k = a["by_kind"]
-        at = f"round {a['index']}" if a["mark"] == "round" else "after drain + trim"
+        at = f"round {a['index']}" if a["mark"] == "round" else "after drain + release"
         lines.append(f"| {at} | {mib(a['growth'])} | {mib(k.get('heap', 0))} | {mib(k.get('arena', 0))} | "
                      f"{mib(k.get('anonymous', 0))} | {mib(k.get('file', 0))} | "
                      f"{mib(k.get('stack', 0) + k.get('thread stack', 0))} | {mib(a['first_touch'])} | "
@@ -193,10 +197,17 @@ def rss_section(rss: dict) -> list[str]:
     ret = rss.get("retention")
     if ret:
         before, after = ret.get("malloc_before") or {}, ret.get("malloc_after") or {}
-        lines += ["", f"Allocator retention: `malloc_trim(0)` at the final drain returned {mib(ret['trim_returned'])} "
-                      f"of RSS; glibc's arenas held {mib(before.get('arena_bytes'))} with "
-                      f"{mib(before.get('free_bytes'))} free before the trim ({mib(after.get('free_bytes'))} after), "
-                      f"{mib(before.get('in_use_bytes'))} in use."]
+        allocator = ret.get("allocator", "glibc")
+        if allocator == "glibc":
+            state = (f"glibc's arenas held {mib(before.get('arena_bytes'))} with {mib(before.get('free_bytes'))} free "
+                     f"before the trim ({mib(after.get('free_bytes'))} after), {mib(before.get('in_use_bytes'))} in use.")
+        else:
+            state = (f"the process ran on {md_text(allocator)} (glibc's malloc statistics do not apply); before the "
+                     "release " + ", ".join(f"{k.removesuffix('_bytes').replace('_', ' ')} {mib(v)}"
+                                            for k, v in before.items() if k.endswith("_bytes") and v is not None) + ".")
+        call = ret.get("release_call") or "malloc_trim(0)"
+        lines += ["", f"Allocator retention: `{call}` at the final drain returned {mib(ret['trim_returned'])} "
+                      f"of RSS; {state}"]
         if ret.get("retained"):
             lines += ["Memory the allocator keeps after free is fragmentation, not a leak. Remedies:"]
             lines += [f"- {r}" for r in ret["remedies"]]
