@@ -3,10 +3,13 @@ heap explains, allocator retention, GPU memory outside PyTorch, and the `leak?` 
 
 from pathlib import Path
 
+import pytest
+
 from tracer.analysis.rss import (LISTED_GROWTH, Mapping, Owner, Table, account, first_touch_rows, gpu_outside_allocator,
                                  gpu_retention, grown, mapping_tables, retention, rss_analysis, rss_finding)
 from tracer.analysis.verdicts import SUSPECTED, Thresholds
-from tracer.capture import Capture
+from tracer.capture import Capture, check_event
+from tracer.errors import UsageError
 from tracer.output.gate.evaluate import evaluate
 from tracer.record.active_malloc import allocator_name, malloc_library
 from tracer.record.smaps import ANON, ARENA, FILE, HEAP, THREAD_STACK, classify
@@ -190,3 +193,13 @@ def test_allocator_named_by_the_library_defining_malloc():
     assert allocator_name("/lib/libtcmalloc_minimal.so.4") == "tcmalloc"
     assert allocator_name("/opt/libmimalloc.so.2") == "libmimalloc.so.2" and allocator_name(None) == "unknown"
     assert malloc_library() is not None and allocator_name(malloc_library()) == "glibc"  # this test process
+
+
+def test_allocator_trim_events_name_their_allocator_in_text_and_nothing_else():
+    ok = {"allocator": "jemalloc", "in_use_bytes": 5, "retained_bytes": None}
+    row = lambda malloc: {"type": "allocator_trim", "before": {"rss_bytes": 1, "malloc": malloc},  # noqa: E731
+                          "after": {"rss_bytes": 1, "malloc": malloc}}
+    assert check_event(row(ok), "here")["before"]["malloc"]["allocator"] == "jemalloc"
+    for bad in ({"allocator": 3}, {"allocator": "glibc", "free_bytes": "many"}, {"in_use_bytes": -1}):
+        with pytest.raises(UsageError):
+            check_event(row(bad), "here")
