@@ -12,8 +12,9 @@ from tracer.record.smaps import ANON, FILE, HEAP
 MiB = 2**20
 HEAP_START, ANON_START = 0x10000000, 0x7F0000000000
 DRIVER = Frame("round", "/src/tracer/record/driver.py", 106)
-PLANT = (Frame("chat_keeping_bytes", "/src/tests/plants/kept_bytes.py", 20), Frame(WORKLOAD_FUNCTION, "/src/tracer/own_frames.py", 37), DRIVER)
-CACHE = (Frame("put", "/venv/site-packages/vllm/multimodal/cache.py", 300), Frame(WORKLOAD_FUNCTION, "/src/tracer/own_frames.py", 37), DRIVER)
+HANDOVER = Frame(WORKLOAD_FUNCTION, "/src/tracer/own_frames.py", 37)
+PLANT = (Frame("chat_keeping_bytes", "/src/tests/plants/kept_bytes.py", 20), HANDOVER, DRIVER)
+CACHE = (Frame("put", "/venv/site-packages/vllm/multimodal/cache.py", 300), HANDOVER, DRIVER)
 
 
 def test_blocks_in_a_range_count_only_their_bytes_inside_it():
@@ -66,8 +67,9 @@ def test_partial_munmap_keeps_the_pieces_of_a_mapped_range():
 
 
 def test_tracer_own_stacks_are_told_from_the_workload_s():
-    observed = (Frame("read", "/src/tracer/record/smaps.py", 90), Frame(OBSERVER_FUNCTION, "/src/tracer/own_frames.py", 32))
-    at_the_final_mark = (Frame("read", "/src/tracer/record/smaps.py", 90), Frame("mark", "/src/tracer/record/driver.py", 118))
+    smaps_read = Frame("read", "/src/tracer/record/smaps.py", 90)
+    observed = (smaps_read, Frame(OBSERVER_FUNCTION, "/src/tracer/own_frames.py", 32))
+    at_the_final_mark = (smaps_read, Frame("mark", "/src/tracer/record/driver.py", 118))
     native_thread = (Frame("recv", "/venv/site-packages/zmq/sugar/socket.py", 700),)
     assert is_tracer_own(observed) and is_tracer_own(at_the_final_mark)
     assert not is_tracer_own(PLANT) and not is_tracer_own(native_thread) and not is_tracer_own(())

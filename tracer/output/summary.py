@@ -95,7 +95,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
     if run.get("allocator"):
         a = run["allocator"]
         lines.append(f"| malloc | {md_text(a.get('name'))} ({md_code(a.get('library') or '?', in_table=True)})"
-                     + (f", preloaded by {md_code('--allocator ' + a['preloaded'], in_table=True)}" if a.get("preloaded") else "") + " |")
+                     + (f", preloaded by {md_code('--allocator ' + a['preloaded'], in_table=True)}"
+                        if a.get("preloaded") else "") + " |")
     if run.get("missing_drain_steps"):
         lines.append(f"| drain steps missing in this vLLM | {md_text(', '.join(run['missing_drain_steps']))} |")
     lines += ["", "## Rounds", ""]
@@ -188,7 +189,8 @@ def rss_section(rss: dict) -> list[str]:
         for g in last["grown"]:
             lines.append(f"- {md_text(g['kind'])} {md_code(g['range'])} {md_text(g['path'])} +{mib(g['grew'])} "
                          f"(now {mib(g['rss'])})" + (f": {md_text(g['owner'])}" if g.get("owner") else ""))
-    lines += allocations_in_mappings(rss.get("allocations"))
+    lines += allocations_in_mappings(rss.get("allocations"),
+                                     (rss.get("retention") or {}).get("release_call") or "malloc_trim(0)")
     for t in rss.get("first_touch", []):
         lines += ["", f"First touch of {md_code(t['owner'])} ({md_text(t['kind'])}): bounded by its size, {mib(t['bound'])}; "
                       f"{mib(t['resident_at_end'])} touched ({t['touched_fraction'] * 100:.0f}%), "
@@ -199,8 +201,9 @@ def rss_section(rss: dict) -> list[str]:
         before, after = ret.get("malloc_before") or {}, ret.get("malloc_after") or {}
         allocator = ret.get("allocator", "glibc")
         if allocator == "glibc":
-            state = (f"glibc's arenas held {mib(before.get('arena_bytes'))} with {mib(before.get('free_bytes'))} free "
-                     f"before the trim ({mib(after.get('free_bytes'))} after), {mib(before.get('in_use_bytes'))} in use.")
+            state = (f"glibc's arenas held {mib(before.get('arena_bytes'))} with {mib(before.get('free_bytes'))} "
+                     f"free before the trim ({mib(after.get('free_bytes'))} after), "
+                     f"{mib(before.get('in_use_bytes'))} in use.")
         else:
             state = (f"the process ran on {md_text(allocator)} (glibc's malloc statistics do not apply); before the "
                      "release " + ", ".join(f"{k.removesuffix('_bytes').replace('_', ' ')} {mib(v)}"
@@ -221,19 +224,20 @@ def rss_section(rss: dict) -> list[str]:
     return lines
 
 
-def allocations_in_mappings(matched: dict | None) -> list[str]:
+def allocations_in_mappings(matched: dict | None, release_call: str) -> list[str]:
     """Each grown heap, arena or anonymous mapping with memray's live allocations in it and the growth they leave
     unexplained."""
     if not matched or not matched["mappings"]:
         return []
     lines = ["", "Traced allocations in the grown mappings (memray's allocations live at the end, matched by address; "
-                 "growth no allocation or first-touch buffer covers is allocator retention before the trim, and memory "
-                 "no hook saw after it):", ""]
+                 "growth no allocation or first-touch buffer covers is allocator retention before the "
+                 "allocator's release call at the drain, and memory no hook saw after it):", ""]
     for m in matched["mappings"]:
-        lines.append(f"- {md_text(m['kind'])} {md_code(m['range'])} {md_text(m['path'])} +{mib(m['grew'])} by the drain, "
-                     f"+{mib(m['grew_after_trim'])} after `malloc_trim(0)`; {m['allocations']} live allocations hold "
-                     f"{mib(m['allocated_bytes'])}" + (f", first touch {mib(m['first_touch'])}" if m["first_touch"] else "")
-                     + f"; unexplained {mib(m['unexplained_before_trim'])} before the trim, {mib(m['unexplained'])} after")
+        touched = f", first touch {mib(m['first_touch'])}" if m["first_touch"] else ""
+        lines.append(f"- {md_text(m['kind'])} {md_code(m['range'])} {md_text(m['path'])} +{mib(m['grew'])} by the "
+                     f"drain, +{mib(m['grew_after_trim'])} after `{release_call}`; {m['allocations']} live allocations "
+                     f"hold {mib(m['allocated_bytes'])}{touched}; unexplained {mib(m['unexplained_before_trim'])} "
+                     f"before it, {mib(m['unexplained'])} after")
         for st in m["stacks"]:
             lines.append(f"  - {mib(st['bytes'])} in {st['count']}: {md_text(st['component'])}, "
                          f"{md_code(st['owner'] or '?')} ({md_code(st['id'])})")

@@ -74,7 +74,7 @@ class Jemalloc:
         self._refresh()
         return {"allocator": JEMALLOC, "in_use_bytes": self._read("stats.allocated"),
                 "active_bytes": self._read("stats.active"), "resident_bytes": self._read("stats.resident"),
-                "mapped_bytes": self._read("stats.mapped"), "retained_bytes": self._read("stats.retained")}
+                "mapped_bytes": self._read("stats.mapped")}
 
     def release(self) -> bool:
         return self._mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, ctypes.c_size_t(0)) == 0
