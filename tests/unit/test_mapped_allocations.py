@@ -4,7 +4,8 @@ they explain, the growth left over before and after the trim, the largest stacks
 from tracer.analysis.components import _rule
 from tracer.analysis.mapped_allocations import (GrownRange, LiveBlock, _unmap, blocks_in, is_tracer_own,
                                                 match_ranges)
-from tracer.analysis.rss import Mapping, Owner, Table, grown_ranges
+from tracer.analysis.rss import Mapping, Owner, Table, grown_ranges, worth_matching
+from tracer.analysis.verdicts import Thresholds
 from tracer.analysis.stacks import Frame
 from tracer.own_frames import OBSERVER_FUNCTION, WORKLOAD_FUNCTION
 from tracer.record.smaps import ANON, FILE, HEAP
@@ -56,14 +57,14 @@ def test_live_allocations_beyond_the_growth_leave_nothing_unexplained():
     assert m["unexplained_before_trim"] == 0 and m["unexplained"] == 0 and m["allocated_bytes"] == 512 * 1024
 
 
-def test_partial_munmap_keeps_the_pieces_of_a_mapped_range():
-    maps = {0x1000: 0x4000, 0x10000: 0x1000}
+def test_partial_munmap_keeps_the_pieces_of_a_mapped_range_with_their_mmap():
+    maps = {0x1000: (0x4000, "a"), 0x10000: (0x1000, "b")}
     _unmap(maps, 0x2000, 0x1000)
-    assert maps == {0x1000: 0x1000, 0x3000: 0x2000, 0x10000: 0x1000}
+    assert maps == {0x1000: (0x1000, "a"), 0x3000: (0x2000, "a"), 0x10000: (0x1000, "b")}
     _unmap(maps, 0x0, 0x4000)
-    assert maps == {0x4000: 0x1000, 0x10000: 0x1000}
+    assert maps == {0x4000: (0x1000, "a"), 0x10000: (0x1000, "b")}
     _unmap(maps, 0x10000, 0x1000)
-    assert maps == {0x4000: 0x1000}
+    assert maps == {0x4000: (0x1000, "a")}
 
 
 def test_tracer_own_stacks_are_told_from_the_workload_s():
@@ -93,3 +94,14 @@ def test_grown_ranges_take_the_heap_before_the_trim_and_leave_out_bounded_mappin
     ranges = grown_ranges(base, drained, before_trim, [staging])
     assert [(r.kind, r.grew, r.after_trim, r.first_touch) for r in ranges] == [
         (HEAP, 20 * MiB, 0, 0), (ANON, 16 * MiB, 16 * MiB, 16 * MiB), (ANON, 8 * MiB, 8 * MiB, 0)]
+
+
+def test_allocations_are_matched_only_when_growth_stays_past_the_trim_beyond_first_touch():
+    th = Thresholds()
+    returned = GrownRange(HEAP_START, HEAP_START + 64 * MiB, HEAP, "[heap]", grew=40 * MiB, after_trim=0)
+    touched = GrownRange(ANON_START, ANON_START + 64 * MiB, ANON, "", grew=32 * MiB, after_trim=32 * MiB,
+                         first_touch=32 * MiB)
+    kept = GrownRange(ANON_START + 64 * MiB, ANON_START + 72 * MiB, ANON, "", grew=th.min_total,
+                      after_trim=th.min_total)
+    assert not worth_matching([returned, touched], th)
+    assert worth_matching([returned, touched, kept], th)
