@@ -34,7 +34,9 @@ def test_raw_mmap_leak_is_an_rss_suspect_and_fails_the_gate(tmp_path_factory):
     assert finding["verdict"] == "leak?" and report["verdict"] == "leak?"
     assert finding["bytes"] >= ROUNDS * 8 * MiB * 0.9, finding
     steps = [b - a for a, b in zip(finding["per_round_bytes"], finding["per_round_bytes"][1:])]
-    assert len(steps) == ROUNDS - 1 and all(s >= 4 * MiB for s in steps) and sorted(steps)[len(steps) // 2] >= 6 * MiB, finding["per_round_bytes"]
+    # 8 MiB a round, less what the heap's pages reused or kept in that round add or take (up to about 4 MiB)
+    assert len(steps) == ROUNDS - 1 and all(s >= 2 * MiB for s in steps), finding["per_round_bytes"]
+    assert sorted(steps)[len(steps) // 2] >= 6 * MiB, finding["per_round_bytes"]
     grown = finding["details"]["mappings"]
     assert grown and all(m["kind"] == "anonymous" for m in grown)
     assert sum(m["grew"] for m in grown) >= ROUNDS * 8 * MiB

@@ -11,7 +11,8 @@ _original_chat = vllm.LLM.chat
 
 
 def chat_keeping_heap_bytes(self, messages, *args, **kwargs):
-    kept.extend(bytes([len(kept) % 256]) * SIZE for _ in range(BLOCKS))
+    for _ in range(BLOCKS):
+        kept.append(bytes([len(kept) % 256]) * SIZE)
     return _original_chat(self, messages, *args, **kwargs)
 
 

@@ -128,9 +128,11 @@ class Unknown:
 
 
 def other_malloc() -> Jemalloc | Tcmalloc | Unknown | None:
-    """The statistics of the malloc in use when it is not glibc's (None for glibc)."""
-    name = allocator_name(malloc_library())
-    if name == GLIBC:
+    """The statistics of the malloc in use when it is not glibc's (None for glibc, and where the library defining
+    `malloc` cannot be told: glibc's own functions then answer as before)."""
+    library = malloc_library()
+    name = allocator_name(library)
+    if library is None or name == GLIBC:
         return None
     try:
         return Jemalloc() if name == JEMALLOC else Tcmalloc() if name == TCMALLOC else Unknown(name)
