@@ -318,12 +318,17 @@ def _check_smaps(row: dict, where: str) -> dict:
     return row
 
 
+def _is_malloc_state(malloc: object) -> bool:
+    """None, or the allocator's byte counts (a count it could not read is None) named by `allocator` (text)."""
+    return malloc is None or isinstance(malloc, dict) and all(
+        isinstance(v, str) if k == "allocator" else v is None or _is_count(v) for k, v in malloc.items())
+
+
 def _check_allocator_trim(row: dict, where: str) -> dict:
     for side in ("before", "after"):
         value = row.get(side)
         malloc = value.get("malloc") if isinstance(value, dict) else None
-        if not isinstance(value, dict) or not _is_count(value.get("rss_bytes")) or not (
-                malloc is None or (isinstance(malloc, dict) and all(_is_count(v) for v in malloc.values()))):
+        if not isinstance(value, dict) or not _is_count(value.get("rss_bytes")) or not _is_malloc_state(malloc):
             raise UsageError(f"{where}: allocator_trim event without {side}.rss_bytes and byte counts")
     if row.get("gpu") is not None and not (isinstance(row["gpu"], dict) and all(
             isinstance(side, dict) and all(_is_count(v) for v in side.values()) for side in row["gpu"].values())):

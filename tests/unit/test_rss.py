@@ -3,11 +3,15 @@ heap explains, allocator retention, GPU memory outside PyTorch, and the `leak?` 
 
 from pathlib import Path
 
+import pytest
+
 from tracer.analysis.rss import (LISTED_GROWTH, Mapping, Owner, Table, account, first_touch_rows, gpu_outside_allocator,
                                  gpu_retention, grown, mapping_tables, retention, rss_analysis, rss_finding)
 from tracer.analysis.verdicts import SUSPECTED, Thresholds
-from tracer.capture import Capture
+from tracer.capture import Capture, check_event
+from tracer.errors import UsageError
 from tracer.output.gate.evaluate import evaluate
+from tracer.record.active_malloc import allocator_name, malloc_library
 from tracer.record.smaps import ANON, ARENA, FILE, HEAP, THREAD_STACK, classify
 
 MiB = 2**20
@@ -166,3 +170,37 @@ def test_rss_analysis_end_to_end_on_events():
     assert [a["unexplained"] for a in section["per_round"]] == [8 * MiB * k for k in range(1, 5)]
     assert finding is not None and finding.bytes == 32 * MiB
     assert finding.details["mappings"][0]["range"] == f"{0x7F0000000000 - 32 * MiB:x}-7f0000000000"
+
+
+def test_retention_under_jemalloc_names_its_release_call_and_no_glibc_remedy():
+    state = lambda resident: {"allocator": "jemalloc", "in_use_bytes": 200 * MiB,  # noqa: E731
+                              "active_bytes": 210 * MiB, "resident_bytes": resident, "mapped_bytes": 400 * MiB}
+    e = {"type": "allocator_trim", "trimmed": True, "before": {"rss_bytes": 900 * MiB, "malloc": state(300 * MiB)},
+         "after": {"rss_bytes": 880 * MiB, "malloc": state(280 * MiB)}}
+    r = retention(events_capture([e]))
+    assert (r["allocator"], r["release_call"]) == ("jemalloc", "mallctl arena.<all>.purge")
+    assert r["trim_returned"] == 20 * MiB and r["retained"] and r["remedies"]
+    assert not any("MALLOC_ARENA_MAX" in x or "MALLOC_TRIM" in x for x in r["remedies"])
+    e["before"]["malloc"] = e["after"]["malloc"] = {"allocator": "libmymalloc.so"}
+    r = retention(events_capture([e]))
+    assert r["release_call"] is None and r["remedies"] == []
+    del e["before"]["malloc"]  # a capture from before the allocator was recorded: glibc
+    assert retention(events_capture([e]))["release_call"] == "malloc_trim(0)"
+
+
+def test_allocator_named_by_the_library_defining_malloc():
+    assert allocator_name("/lib/x86_64-linux-gnu/libc.so.6") == "glibc"
+    assert allocator_name("/usr/lib/libjemalloc.so.2") == "jemalloc"
+    assert allocator_name("/lib/libtcmalloc_minimal.so.4") == "tcmalloc"
+    assert allocator_name("/opt/libmimalloc.so.2") == "libmimalloc.so.2" and allocator_name(None) == "unknown"
+    assert malloc_library() is not None and allocator_name(malloc_library()) == "glibc"  # this test process
+
+
+def test_allocator_trim_events_name_their_allocator_in_text_and_nothing_else():
+    ok = {"allocator": "jemalloc", "in_use_bytes": 5, "retained_bytes": None}
+    row = lambda malloc: {"type": "allocator_trim", "before": {"rss_bytes": 1, "malloc": malloc},  # noqa: E731
+                          "after": {"rss_bytes": 1, "malloc": malloc}}
+    assert check_event(row(ok), "here")["before"]["malloc"]["allocator"] == "jemalloc"
+    for bad in ({"allocator": 3}, {"allocator": "glibc", "free_bytes": "many"}, {"in_use_bytes": -1}):
+        with pytest.raises(UsageError):
+            check_event(row(bad), "here")

@@ -106,7 +106,7 @@ def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple
         if f.verdict == LEAK and "holders" not in f.details:
             f.details["no_holder"] = misses.get(f.id, "no holder search ran for this finding (--no-holders, an "
                                                       "interrupted run, or other thresholds than the run's)")
-    rss, rss_leak = rss_analysis(capture, thresholds)
+    rss, rss_leak = rss_analysis(capture, thresholds, rules)
     if rss_leak is not None:
         findings.append(rss_leak)
     findings.sort(key=lambda f: (_ORDER.get(f.verdict, 2), -f.bytes))

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 from ..capture import Capture
 from ..units import mib
+from .components import Rule
 from .findings import Finding
+from .mapped_allocations import GrownRange, allocations_in_ranges
 from .trend import trend
 from .verdicts import SUSPECTED, Thresholds, grows
 
@@ -42,6 +44,14 @@ REMEDIES = [
     "run under jemalloc or tcmalloc, as vLLM recommends on CPU (LD_PRELOAD; `tracer diff --allocator jemalloc` "
     "confirms it)",
 ]
+
+# the call each allocator's retention is measured with at the final drain, and what makes it keep less
+RELEASE_CALLS = {"glibc": "malloc_trim(0)", "jemalloc": "mallctl arena.<all>.purge",
+                 "tcmalloc": "MallocExtension_ReleaseFreeMemory()"}
+OTHER_REMEDIES = {
+    "jemalloc": ["MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 (jemalloc returns freed pages sooner)"],
+    "tcmalloc": ["TCMALLOC_RELEASE_RATE=10 (tcmalloc returns freed pages to the system sooner; default 1)"],
+}
 
 
 @dataclass
@@ -195,19 +205,22 @@ def first_touch_rows(base: Table, rounds: list[Table], end: Table, owners: list[
 
 def retention(capture: Capture) -> dict | None:
     """What the allocators kept after the final drain: RSS `malloc_trim(0)` returned, and glibc's arena state
-    before and after; on CUDA the reserved bytes `empty_cache` returned (see `gpu_retention`)."""
+    before and after (under jemalloc or tcmalloc: their own release call and statistics, named in `allocator`);
+    on CUDA the reserved bytes `empty_cache` returned (see `gpu_retention`)."""
     rows = capture.of_type("allocator_trim")
     if not rows:
         return None
     e = rows[-1]
     before, after = e["before"], e["after"]
-    out = {"trim_returned": before["rss_bytes"] - after["rss_bytes"], "rss_before_trim": before["rss_bytes"],
+    allocator = (before.get("malloc") or {}).get("allocator", "glibc")  # captures before it was named: glibc
+    out = {"allocator": allocator, "release_call": RELEASE_CALLS.get(allocator),
+           "trim_returned": before["rss_bytes"] - after["rss_bytes"], "rss_before_trim": before["rss_bytes"],
            "rss_after_trim": after["rss_bytes"], "malloc_before": before.get("malloc"),
            "malloc_after": after.get("malloc")}
-    free_before = (before.get("malloc") or {}).get("free_bytes", 0)
+    free_before = (before.get("malloc") or {}).get("free_bytes") or 0
     out["retained"] = max(out["trim_returned"], 0) >= MIN_RETENTION or free_before >= 4 * MIN_RETENTION
     if out["retained"]:
-        out["remedies"] = REMEDIES
+        out["remedies"] = REMEDIES if allocator == "glibc" else OTHER_REMEDIES.get(allocator, [])
     if e.get("gpu"):
         out["gpu"] = gpu_retention(e["gpu"])
     return out
@@ -245,7 +258,8 @@ def is_leak_rate(series: list[int], th: Thresholds) -> tuple[bool, int, int]:
     return grows(points, th), int(trend(points).slope), growing
 
 
-def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds) -> Finding | None:
+def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresholds,
+                release_call: str = RELEASE_CALLS["glibc"]) -> Finding | None:
     """The `leak?` finding: unexplained RSS that survives the drain and the trim and grew at a leak rate."""
     if end is None or end.unexplained < th.min_total:
         return None
@@ -256,7 +270,7 @@ def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresho
     mappings = [g for g in end.grown if g["kind"] in HEAP_KINDS and "first touch" not in g.get("owner", "")
                 and g["grew"] >= th.min_per_round]
     reason = (f"RSS no allocation explains grows {mib(rate)}/round in {growing} of {len(series)} rounds and "
-              f"{mib(end.unexplained)} stay after the drain and malloc_trim(0); grown mappings: "
+              f"{mib(end.unexplained)} stay after the drain and {release_call}; grown mappings: "
               + ", ".join(f"{g['kind']} {g['range']} +{mib(g['grew'])}" for g in mappings[:4]))
     key = "|".join(sorted({g["kind"] + (":" + g["path"].rsplit("/", 1)[-1] if g["path"] else "") for g in mappings}))
     return Finding("rss", (), end.unexplained, 0, series, component=RSS_COMPONENT, verdict=SUSPECTED,
@@ -264,7 +278,41 @@ def rss_finding(per_round: list[Accounting], end: Accounting | None, th: Thresho
                    key="r" + hashlib.sha1(f"rss:{key}".encode()).hexdigest()[:15])
 
 
-def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding | None]:
+def grown_ranges(base: Table, drained: Table, before_trim: Table | None, owners: list[Owner]) -> list[GrownRange]:
+    """The heap, arena and anonymous mappings that grew by the end of the drain (before malloc_trim(0), whose
+    returned pages would otherwise hide the heap's growth) or by the final mark, largest first."""
+    after = {m.start: g for m, g in grown(base, drained)}
+    ranges = {}
+    for m, g in grown(base, before_trim or drained):
+        if m.kind in HEAP_KINDS and max(g, after.get(m.start, 0)) > LISTED_GROWTH:
+            ranges[m.start] = (m, g)
+    for m, g in grown(base, drained):
+        if m.kind in HEAP_KINDS and g > LISTED_GROWTH and m.start not in ranges:
+            ranges[m.start] = (m, g)
+    out = [GrownRange(m.start, m.end, m.kind, m.path, g, after.get(m.start, 0),
+                      min(g, sum(o.nbytes for o in owners if o.before_baseline and o.inside(m))))
+           for m, g in ranges.values()]
+    return sorted(out, key=lambda r: -max(r.grew, r.after_trim))[:MAX_LISTED]
+
+
+def worth_matching(ranges: list[GrownRange], th: Thresholds) -> bool:
+    """Whether a grown range kept `min_total` past the drain and the trim that no first-touch buffer explains."""
+    return any(r.after_trim - r.first_touch >= th.min_total for r in ranges)
+
+
+def matched_allocations(capture: Capture, ranges: list[GrownRange], th: Thresholds,
+                        rules: tuple[Rule, ...]) -> dict | None:
+    """memray's live allocations in the grown ranges, when one of them kept `min_total` of growth that neither the
+    drain, nor the trim, nor a first-touch buffer explains: one pass over every raw record of the capture (about
+    1.5 us each, as long as the rest of the analysis of a short run), so not for growth the trim gives back."""
+    streams = [s for s in capture.streams_of("memray") if not capture.several_processes]
+    path = capture.stream_file(streams[0]) if streams else None
+    if path is None or not worth_matching(ranges, th):
+        return None
+    return allocations_in_ranges(path, ranges, native=bool(streams[0].settings.get("native_traces")), rules=rules)
+
+
+def rss_analysis(capture: Capture, th: Thresholds, rules: tuple[Rule, ...] = ()) -> tuple[dict | None, Finding | None]:
     """The report's `rss` section and, when RSS grows like a leak with nothing to explain it, its finding."""
     tables = mapping_tables(capture)
     base = next((t for t in tables if t.mark == "baseline"), None)
@@ -282,16 +330,28 @@ def rss_analysis(capture: Capture, th: Thresholds) -> tuple[dict | None, Finding
     per_round = [account(base, t, heap_growth(t), owners, LISTED_GROWTH) for t in rounds]
     drained = next((t for t in tables if t.mark == "drained"), None)
     end = account(base, drained, heap_growth(drained), owners, LISTED_GROWTH) if drained else None
-    finding = rss_finding(per_round, end, th) if end is not None else None
+    kept = retention(capture)
+    release_call = (kept or {}).get("release_call") or RELEASE_CALLS["glibc"]
+    finding = rss_finding(per_round, end, th, release_call) if end is not None else None
     reads = [t.seconds for t in tables]
     section = {
         "per_round": [a.as_dict() for a in per_round],
         "after_drain": end.as_dict() if end else None,
         "first_touch": first_touch_rows(base, rounds, drained or (rounds[-1] if rounds else base), owners),
-        "retention": retention(capture),
+        "retention": kept,
         "mappings_at_baseline": len(base.maps),
         "read_seconds_median": round(statistics.median(reads), 4) if reads else None,
     }
+    if drained is not None:
+        before_trim = next((t for t in tables if t.mark == "before_trim"), None)
+        matched = matched_allocations(capture, grown_ranges(base, drained, before_trim, owners), th, rules)
+        if matched is not None:
+            section["allocations"] = matched
+            if finding is not None:
+                in_range = {m["range"]: m for m in matched["mappings"]}
+                for m in finding.details["mappings"]:
+                    if m["range"] in in_range:
+                        m["allocated_bytes"] = in_range[m["range"]]["allocated_bytes"]
     gpu = gpu_outside_allocator([m for m in capture.marks if m["name"] in ("baseline", "round")])
     if gpu:
         section["gpu"] = gpu

@@ -96,6 +96,11 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
         step = step if isinstance(step, dict) else {}
         lines.append(f"| drain step {md_text(name)} substituted | {md_text(step.get('how'))}, in place of "
                      f"{md_text(step.get('replaces'))}, which {md_text(step.get('releases'))} lacks |")
+    if run.get("allocator"):
+        a = run["allocator"]
+        lines.append(f"| malloc | {md_text(a.get('name'))} ({md_code(a.get('library') or '?', in_table=True)})"
+                     + (f", preloaded by {md_code('--allocator ' + a['preloaded'], in_table=True)}"
+                        if a.get("preloaded") else "") + " |")
     if run.get("missing_drain_steps"):
         lines.append(f"| drain steps missing in this vLLM | {md_text(', '.join(run['missing_drain_steps']))} |")
     lines += ["", "## Rounds", ""]
@@ -172,12 +177,12 @@ def rss_section(rss: dict) -> list[str]:
              "Growth over the baseline of the process's mappings (/proc/self/smaps) and what explains it: pages of "
              "buffers allocated before the baseline (first touch), malloc's in-use bytes (heap, arenas, large "
              "blocks), file-backed and stack pages (bounded), and the rest. After the drain means after "
-             "`malloc_trim(0)` too.", "",
+             f"`{(rss.get('retention') or {}).get('release_call') or 'malloc_trim(0)'}` too.", "",
              "| at | RSS growth | heap | arenas | anonymous | file | stacks | first touch | C heap in use | unexplained |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for a in rows:
         k = a["by_kind"]
-        at = f"round {a['index']}" if a["mark"] == "round" else "after drain + trim"
+        at = f"round {a['index']}" if a["mark"] == "round" else "after drain + release"
         lines.append(f"| {at} | {mib(a['growth'])} | {mib(k.get('heap', 0))} | {mib(k.get('arena', 0))} | "
                      f"{mib(k.get('anonymous', 0))} | {mib(k.get('file', 0))} | "
                      f"{mib(k.get('stack', 0) + k.get('thread stack', 0))} | {mib(a['first_touch'])} | "
@@ -188,6 +193,8 @@ def rss_section(rss: dict) -> list[str]:
         for g in last["grown"]:
             lines.append(f"- {md_text(g['kind'])} {md_code(g['range'])} {md_text(g['path'])} +{mib(g['grew'])} "
                          f"(now {mib(g['rss'])})" + (f": {md_text(g['owner'])}" if g.get("owner") else ""))
+    lines += allocations_in_mappings(rss.get("allocations"),
+                                     (rss.get("retention") or {}).get("release_call") or "malloc_trim(0)")
     for t in rss.get("first_touch", []):
         lines += ["", f"First touch of {md_code(t['owner'])} ({md_text(t['kind'])}): bounded by its size, {mib(t['bound'])}; "
                       f"{mib(t['resident_at_end'])} touched ({t['touched_fraction'] * 100:.0f}%), "
@@ -196,10 +203,18 @@ def rss_section(rss: dict) -> list[str]:
     ret = rss.get("retention")
     if ret:
         before, after = ret.get("malloc_before") or {}, ret.get("malloc_after") or {}
-        lines += ["", f"Allocator retention: `malloc_trim(0)` at the final drain returned {mib(ret['trim_returned'])} "
-                      f"of RSS; glibc's arenas held {mib(before.get('arena_bytes'))} with "
-                      f"{mib(before.get('free_bytes'))} free before the trim ({mib(after.get('free_bytes'))} after), "
-                      f"{mib(before.get('in_use_bytes'))} in use."]
+        allocator = ret.get("allocator", "glibc")
+        if allocator == "glibc":
+            state = (f"glibc's arenas held {mib(before.get('arena_bytes'))} with {mib(before.get('free_bytes'))} "
+                     f"free before the trim ({mib(after.get('free_bytes'))} after), "
+                     f"{mib(before.get('in_use_bytes'))} in use.")
+        else:
+            state = (f"the process ran on {md_text(allocator)} (glibc's malloc statistics do not apply); before the "
+                     "release " + ", ".join(f"{k.removesuffix('_bytes').replace('_', ' ')} {mib(v)}"
+                                            for k, v in before.items() if k.endswith("_bytes") and v is not None) + ".")
+        call = ret.get("release_call") or "malloc_trim(0)"
+        lines += ["", f"Allocator retention: `{call}` at the final drain returned {mib(ret['trim_returned'])} "
+                      f"of RSS; {state}"]
         if ret.get("retained"):
             lines += ["Memory the allocator keeps after free is fragmentation, not a leak. Remedies:"]
             lines += [f"- {r}" for r in ret["remedies"]]
@@ -210,4 +225,24 @@ def rss_section(rss: dict) -> list[str]:
     if rss.get("gpu"):
         lines += ["", "Device memory outside PyTorch's allocator (used minus reserved) per mark (MiB): "
                   + ", ".join(f"{g['outside_allocator'] / 2**20:.1f}" for g in rss["gpu"])]
+    return lines
+
+
+def allocations_in_mappings(matched: dict | None, release_call: str) -> list[str]:
+    """Each grown heap, arena or anonymous mapping with memray's live allocations in it and the growth they leave
+    unexplained."""
+    if not matched or not matched["mappings"]:
+        return []
+    lines = ["", "Traced allocations in the grown mappings (memray's allocations live at the end, matched by address; "
+                 "growth no allocation or first-touch buffer covers is allocator retention before the "
+                 "allocator's release call at the drain, and memory no hook saw after it):", ""]
+    for m in matched["mappings"]:
+        touched = f", first touch {mib(m['first_touch'])}" if m["first_touch"] else ""
+        lines.append(f"- {md_text(m['kind'])} {md_code(m['range'])} {md_text(m['path'])} +{mib(m['grew'])} by the "
+                     f"drain, +{mib(m['grew_after_trim'])} after `{release_call}`; {m['allocations']} live allocations "
+                     f"hold {mib(m['allocated_bytes'])}{touched}; unexplained {mib(m['unexplained_before_trim'])} "
+                     f"before it, {mib(m['unexplained'])} after")
+        for st in m["stacks"]:
+            lines.append(f"  - {mib(st['bytes'])} in {st['count']}: {md_text(st['component'])}, "
+                         f"{md_code(st['owner'] or '?')} ({md_code(st['id'])})")
     return lines

@@ -12,6 +12,8 @@ import sys
 
 import psutil
 
+from .active_malloc import GLIBC, allocator_name, malloc_library, other_malloc
+
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -30,11 +32,21 @@ def _libc_function(name: str, restype):
 
 _MALLINFO2 = _libc_function("mallinfo2", _MallInfo2)
 _MALLOC_TRIM = _libc_function("malloc_trim", ctypes.c_int)
+_OTHER_MALLOC = other_malloc()  # jemalloc or tcmalloc preloaded: glibc's numbers would describe an idle arena
+
+
+def malloc_in_use() -> dict:
+    """Which malloc the process calls (`name`: glibc, jemalloc, tcmalloc, ...) and the library defining it."""
+    library = malloc_library()
+    return {"name": allocator_name(library), "library": library}
 
 
 def heap_bytes() -> int | None:
     """Bytes the C heap has handed out and not taken back (glibc `mallinfo2`: in-use chunks plus mmapped
-    blocks). Unlike RSS it does not hide a leak behind reused pages, and it costs microseconds."""
+    blocks; jemalloc `stats.allocated`, tcmalloc `generic.current_allocated_bytes`). Unlike RSS it does not
+    hide a leak behind reused pages, and it costs microseconds."""
+    if _OTHER_MALLOC is not None:
+        return _OTHER_MALLOC.in_use()
     if _MALLINFO2 is None:
         return None
     info = _MALLINFO2()
@@ -44,17 +56,22 @@ def heap_bytes() -> int | None:
 def malloc_state() -> dict | None:
     """glibc's view of its heap (mallinfo2): `arena_bytes` taken from the system for the arenas (brk heap and
     arena heaps), of which `in_use_bytes` are handed out and `free_bytes` sit free; `mmapped_bytes` in blocks
-    mapped on their own; `trimmable_bytes` free at the top of the main heap."""
+    mapped on their own; `trimmable_bytes` free at the top of the main heap. Under another malloc, that
+    allocator's own numbers, named by `allocator`."""
+    if _OTHER_MALLOC is not None:
+        return _OTHER_MALLOC.state()
     if _MALLINFO2 is None:
         return None
     info = _MALLINFO2()
-    return {"arena_bytes": int(info.arena), "in_use_bytes": int(info.uordblks), "free_bytes": int(info.fordblks),
-            "mmapped_bytes": int(info.hblkhd), "trimmable_bytes": int(info.keepcost)}
+    return {"allocator": GLIBC, "arena_bytes": int(info.arena), "in_use_bytes": int(info.uordblks),
+            "free_bytes": int(info.fordblks), "mmapped_bytes": int(info.hblkhd), "trimmable_bytes": int(info.keepcost)}
 
 
 def malloc_trim() -> bool | None:
     """glibc's `malloc_trim(0)`: give every whole free page of every arena back to the system. None without
-    glibc, else whether memory was released."""
+    glibc, else whether memory was released. Under jemalloc or tcmalloc, their call that returns free pages."""
+    if _OTHER_MALLOC is not None:
+        return _OTHER_MALLOC.release()
     if _MALLOC_TRIM is None:
         return None
     return bool(_MALLOC_TRIM(ctypes.c_size_t(0)))

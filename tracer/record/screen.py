@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ..analysis.verdicts import Thresholds
 
-HEAP = "heap_bytes"  # glibc's bytes in use (mallinfo2)
+HEAP = "heap_bytes"  # the C heap's bytes in use (glibc mallinfo2, or the preloaded allocator's own count)
 SCREENED = (HEAP, "gpu_allocated_bytes", "pinned_host_bytes")
 
 

@@ -26,7 +26,7 @@ from ..workload.engine import ENGINE_ENV, InProcessEngine
 from ..workload.engine_errors import EngineStartError
 from ..workload.serve import SERVER_ENV
 from .driver import Driver, RunPlan, ScreenedClean, TracingOptions, run_rounds
-from .probes import device_name
+from .probes import device_name, malloc_in_use
 
 _terminal = sys.stderr  # where tracer's own lines go; the log file takes the rest with --log-file
 
@@ -96,9 +96,11 @@ def innermost_frames(exc: BaseException, count: int = 3) -> str:
 def run_session(capture_dir: Path, options: dict, log_file: Path | None = None) -> int:
     config = WorkloadConfig(**options["workload"])
     tracing = TracingOptions(**options["tracing"])
+    # the malloc this process really calls, and the one --allocator asked to preload
+    allocator = {**malloc_in_use(), "preloaded": (options.get("allocator") or {}).get("name")}
     writer = CaptureWriter(capture_dir, {"run": {**config.__dict__, "preload": options.get("preload", []),
                                                  "env": dict(ENGINE_ENV), "command": options.get("command"),
-                                                 "allocator": options.get("allocator")}})
+                                                 "allocator": allocator}})
     if log_file is not None:
         send_output_to(log_file)
     plan = RunPlan(warmup=config.warmup, rounds=config.rounds, screen=bool(options.get("screen")),
