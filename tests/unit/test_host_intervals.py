@@ -4,10 +4,13 @@ bytes of intervals live at each boundary (handmade intervals, no memray file).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from tracer.analysis.host import WHOLE_DRAIN, Boundaries, _first_points, _live_at_points, boundaries_from_marks, \
+from tracer.analysis.analyze import WHOLE_DRAIN, last_drain_step
+from tracer.analysis.host import Boundaries, _first_points, _live_at_points, boundaries_from_marks, \
     released_by_step
 from tracer.analysis.findings import Finding
+from tracer.capture import Capture
 from tracer.analysis.stacks import Frame
 from tracer.analysis.verdicts import CACHE, COLLECTOR, CYCLE, Thresholds, classify
 
@@ -61,13 +64,17 @@ def test_each_drain_step_releases_what_was_live_before_it_minus_after_it():
 
 
 def test_a_drain_without_step_marks_is_not_put_down_to_the_collector():
-    """Older captures drained in one step (every cache reset, then the collector) with no marks between them: a
-    clean run's processor cache, freed by that drain, once read as `cycle` because the collector was named for
-    the whole drain."""
+    """Captures recorded before drains were staged ran every cache reset and the collector in one step, with no
+    `drain_step` events: a clean run's processor cache, freed by that drain, once read as `cycle` because the
+    collector was named for the whole drain."""
+    staged = [{"type": "drain_step", "when": "final", "step": s, "ok": True} for s in ("mm_cache", COLLECTOR)]
+    assert last_drain_step(Capture(Path("."), {}, [{"type": "drain", "when": "final", "reset": []}, *staged])) == COLLECTOR
+    older = Capture(Path("."), {}, [{"type": "drain", "when": "final", "reset": ["mm_cache", "encoder_cache"]}])
+    assert last_drain_step(older) == WHOLE_DRAIN
     b = Boundaries(baseline=0, rounds=[10, 20], end=30, undrained_end=20)
-    released = released_by_step({20: 28 * 2**20, 30: 0}, b, COLLECTOR)
-    assert released == {WHOLE_DRAIN: 28 * 2**20}
     series = [(i + 1) * 3_540_128 for i in range(8)]  # a clean run's processor cache: the pixel values of each round
+    released = released_by_step({20: series[-1], 30: 0}, b, last_drain_step(older))
+    assert released == {WHOLE_DRAIN: series[-1]}
     processor_cache = Finding("host", (Frame("patchify", "transformers/image_processing_qwen2_vl.py", 204),), 0, 1,
                               series, details={"undrained_bytes": series[-1], "released_by": released})
     assert classify(processor_cache, Thresholds(), True)[0] == CACHE

@@ -45,17 +45,13 @@ def boundaries_from_marks(snapshot_times_ms: list[float], baseline_ms: float, ro
     return Boundaries(index(baseline_ms), rounds, end, undrained, steps)
 
 
-WHOLE_DRAIN = "drain"  # a drain recorded without step marks (older captures): every reset and the collector at once
-
-
 def released_by_step(live: dict[int, int], b: Boundaries, last_step: str) -> dict[str, int]:
     """Bytes each drain step released: live before it minus live after it (`live` by boundary). The marks name
-    every step but the last, which ends at the drained mark. A drain without step marks ran its cache resets and
-    the collector together, so what it released is put down to the whole drain, never to the collector alone."""
+    every step but the last, which ends at the drained mark."""
     if not b.steps and b.end == b.undrained_end:
         return {}
     out, before = {}, b.undrained_end
-    for name, after in (*b.steps, (last_step if b.steps else WHOLE_DRAIN, b.end)):
+    for name, after in (*b.steps, (last_step, b.end)):
         out[name] = live[before] - live[after]
         before = after
     return out
