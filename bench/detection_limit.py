@@ -138,7 +138,7 @@ def list_part(args, out: Path) -> None:
     rows = []
     for entries in (int(e) for e in args.list_entries.split(",")):
         for thresholds in args.list_thresholds or ["--min-leak-per-round 2KiB --min-leak 64KiB"]:
-            run_dir = out / f"list-{entries}-{'-'.join(thresholds.split()) or 'defaults'}"
+            run_dir = out / f"list-{entries}-{'-'.join(t.lstrip('-') for t in thresholds.split()) or 'defaults'}"
             run_dir.mkdir(parents=True, exist_ok=True)
             entries_file = run_dir / "list_entries.py"  # sets the plant's constant; the plant reads it per call
             entries_file.write_text(f"import sys\n\nsys.modules[{LIST_PLANT.stem!r}].ENTRIES_PER_BLOCK = {entries}\n")
