@@ -11,11 +11,12 @@ Three parts (`--parts`, comma-separated), each printing a Markdown table:
   defaults, for a like-for-like table with reports/bench/detection-limit-before.md). Per size: bytes leaked per
   round, the planted group's verdict and rank among leaks, and how many other leak verdicts there were.
 - list: `tracer diff --rounds auto` with tests/plants/kv_block_id_list.py (a list of KV block ids that grows a
-  few KiB a round) at `--list-thresholds`: the planted list's verdict, rank among leaks, its growth per round,
-  the rounds run and added.
-- clean: `tracer diff` without a plant, fresh and fixed images, the processor cache on and off
-  (`mm_processor_cache_gb=0`), at each of `--clean-rounds`, default thresholds: the leak, cycle and `leak?`
-  verdicts of each run (the target: none).
+  few KiB a round), one row per `--list-entries` (list entries appended per KV block; 60, the plant's own,
+  makes about 4 KiB a round) and per `--list-thresholds`: the planted list's verdict, rank among leaks, its growth
+  per round, the rounds run and added, its holder.
+- clean: the clean matrix of bench/clean_matrix.py (no plant; fresh and fixed images, the processor cache on
+  and off) at each of `--clean-rounds`, default thresholds: the verdict counts of each run (the target: no leak,
+  `leak?` or cycle).
 
 The list and clean parts run the whole `tracer diff` command, as a user would. Not a test.
 """
@@ -42,11 +43,11 @@ from tracer.units import parse_size  # noqa: E402
 from tracer.workload.config import WorkloadConfig  # noqa: E402
 from tracer.workload.engine import InProcessEngine  # noqa: E402
 
+from clean_matrix import run_matrix, table  # noqa: E402  (bench/ is the script's directory)
+
 PLANT = ROOT / "tests" / "plants" / "gpu_encoder_outputs.py"
 LIST_PLANT = ROOT / "tests" / "plants" / "kv_block_id_list.py"
 LIST_PLANTER = "get_new_blocks_recording_ids"
-CLEAN_RUNS = [("fresh", True), ("fixed", True), ("fresh", False), ("fixed", False)]
-NOT_CLEAN = ("leak", "cycle", "leak?")
 
 
 def main() -> None:
@@ -57,8 +58,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="4KiB,16KiB,64KiB,256KiB", help="bytes kept per encoder output")
     parser.add_argument("--min-leak-per-round", default="64KiB", help="analysis threshold of the limit part")
     parser.add_argument("--min-leak", default="256KiB", help="analysis threshold of the limit part")
-    parser.add_argument("--list-thresholds", default="--min-leak-per-round 2KiB --min-leak 64KiB",
-                        help="tracer diff threshold options of the list part")
+    parser.add_argument("--list-entries", default="60",
+                        help="list entries appended per KV block, comma-separated: one list run each (60: ~4 KiB/round)")
+    parser.add_argument("--list-thresholds", action="append",
+                        help="tracer diff threshold options of the list part, one run each (repeatable; '' for the "
+                             "defaults). Default: --min-leak-per-round 2KiB --min-leak 64KiB")
     parser.add_argument("--max-rounds", type=int, default=32, help="cap of --rounds auto in the list part")
     parser.add_argument("--clean-rounds", default="8,32", help="measured rounds of the clean runs")
     parser.add_argument("--out", type=Path, help="keep the reports of the list and clean parts here")
@@ -131,45 +135,44 @@ def measured(report: dict) -> int:
 
 
 def list_part(args, out: Path) -> None:
-    options = ["--model", args.model, "--rounds", "auto", "--max-rounds", str(args.max_rounds),
-               "--preload", str(LIST_PLANT), *args.list_thresholds.split()]
-    report = tracer_diff(out / "list", *options)
-    leaks = [f for f in report["findings"] if f["verdict"] == "leak"]
-    planted = [f for f in report["findings"] if any(fr["function"] == LIST_PLANTER for fr in f["stack"])]
-    top = max(planted, key=lambda f: f["bytes"]) if planted else None
-    rank = next((i + 1 for i, f in enumerate(leaks) if top is not None and f["id"] == top["id"]), None)
-    slope = top["details"]["trend"]["slope_bytes_per_round"] if top else 0
-    print(f"`tracer diff {' '.join(options)}` (model {args.model})")
-    print("| planted list | grows per round (Theil-Sen) | verdict | rank among leaks | other leak verdicts | "
-          "measured rounds | rounds added | holder |")
-    print("|---|---|---|---|---|---|---|---|")
-    holder = (top or {}).get("details", {}).get("holders", ["-"])[0] if top else "-"
-    print(f"| {LIST_PLANT.name} | {slope / 1024:.1f} KiB | {top['verdict'] if top else 'not found'} | {rank or '-'} | "
-          f"{sum(1 for f in leaks if top is None or f['id'] != top['id'])} | {measured(report)} | "
-          f"{report['run'].get('rounds_added')} | `{holder}` |")
-    for note in report["notes"]:
-        if note.startswith("--rounds auto"):
-            print(f"\n{note}")
+    rows = []
+    for entries in (int(e) for e in args.list_entries.split(",")):
+        for thresholds in args.list_thresholds or ["--min-leak-per-round 2KiB --min-leak 64KiB"]:
+            run_dir = out / f"list-{entries}-{'-'.join(t.lstrip('-') for t in thresholds.split()) or 'defaults'}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            entries_file = run_dir / "list_entries.py"  # sets the plant's constant; the plant reads it per call
+            entries_file.write_text(f"import sys\n\nsys.modules[{LIST_PLANT.stem!r}].ENTRIES_PER_BLOCK = {entries}\n")
+            options = ["--model", args.model, "--rounds", "auto", "--max-rounds", str(args.max_rounds),
+                       "--preload", str(LIST_PLANT), "--preload", str(entries_file), *thresholds.split()]
+            report = tracer_diff(run_dir / "report", *options)
+            rows.append((entries, thresholds or "defaults", report))
+    print(f"`tracer diff --model {args.model} --rounds auto --max-rounds {args.max_rounds} --preload "
+          f"{LIST_PLANT.relative_to(ROOT)} THRESHOLDS` (the list's entries per KV block set by a second --preload)")
+    print("| entries per block | thresholds | planted list grows per round (Theil-Sen) | kept at the end | verdict | "
+          "rank among leaks | other leak verdicts | measured rounds | rounds added | holder |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for entries, thresholds, report in rows:
+        leaks = [f for f in report["findings"] if f["verdict"] == "leak"]
+        planted = [f for f in report["findings"] if any(fr["function"] == LIST_PLANTER for fr in f["stack"])]
+        top = max(planted, key=lambda f: f["bytes"]) if planted else None
+        rank = next((i + 1 for i, f in enumerate(leaks) if top is not None and f["id"] == top["id"]), None)
+        slope = top["details"]["trend"]["slope_bytes_per_round"] if top else 0
+        holder = (top["details"].get("holders") or ["-"])[0] if top else "-"
+        others = sum(1 for f in leaks if top is None or f["id"] != top["id"])
+        print(f"| {entries} | {thresholds} | {slope / 1024:.1f} KiB | {top['bytes'] / 1024 if top else 0:.1f} KiB | "
+              f"{top['verdict'] if top else 'not found'} | {rank or '-'} | {others} | {measured(report)} | "
+              f"{report['run'].get('rounds_added')} | `{holder}` |")
+    for entries, thresholds, report in rows:
+        for note in report["notes"]:
+            if note.startswith("--rounds auto"):
+                print(f"\n{entries} entries, {thresholds}: {note}")
     print()
 
 
 def clean_part(args, out: Path) -> None:
-    rows = []
-    for rounds in (int(r) for r in args.clean_rounds.split(",")):
-        for images, cache in CLEAN_RUNS:
-            options = ["--model", args.model, "--rounds", str(rounds), "--images", images,
-                       *(() if cache else ("--engine-arg", "mm_processor_cache_gb=0"))]
-            report = tracer_diff(out / f"clean-{images}-cache-{'on' if cache else 'off'}-{rounds}", *options)
-            counts = {v: sum(1 for f in report["findings"] if f["verdict"] == v) for v in (*NOT_CLEAN, "cache")}
-            rows.append((images, cache, rounds, report["verdict"], counts))
-            print(f"[limit] clean {images} cache {cache} {rounds} rounds: {report['verdict']} {counts}",
-                  file=sys.stderr, flush=True)
+    rows = run_matrix(args.model, [int(r) for r in args.clean_rounds.split(",")], out / "clean", [])
     print(f"clean runs, model {args.model}, default thresholds")
-    print("| images | processor cache | rounds | verdict | leak | cycle | leak? | cache |")
-    print("|---|---|---|---|---|---|---|---|")
-    for images, cache, rounds, verdict, c in rows:
-        print(f"| {images} | {'on' if cache else 'off (mm_processor_cache_gb=0)'} | {rounds} | {verdict} | "
-              f"{c['leak']} | {c['cycle']} | {c['leak?']} | {c['cache']} |")
+    print(table(rows))
     print()
 
 

@@ -1,9 +1,10 @@
-"""Small leaks on the real vLLM CPU engine: a list of KV block ids growing about 3 KiB a round
+"""Small leaks on the real vLLM CPU engine: a list of KV block ids growing about 4 KiB a round
 (tests/plants/kv_block_id_list.py), found with `--rounds auto` at lowered thresholds; and the screen switching
 Python allocator tracing on for the traced pass when the C heap kept growth past the drain.
 
-Thresholds: `--min-leak-per-round 2KiB --min-leak 64KiB`, so a 3 KiB/round list keeps too little after 8 rounds
-(about 24 KiB) and `--rounds auto` must add rounds until it is a leak.
+Thresholds: `--min-leak-per-round 2KiB --min-leak 64KiB`, so a 4 KiB/round list keeps too little after 8 rounds
+(about 32 KiB) and `--rounds auto` must add rounds until it is a leak. The defaults (64 KiB a round) are 16 times
+its rate: no trend that slow is looked at.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ def test_small_list_growth_is_the_top_leak_with_rounds_auto(tmp_path):
     note = next(n for n in report["notes"] if n.startswith("--rounds auto added"))
     assert "undecided trend" in note and "get_new_blocks_recording_ids" in note, note
     assert report["verdict"] == "leak"
-    top = next(f for f in report["findings"] if f["verdict"] == "leak")
-    assert on_stack(top, "get_new_blocks_recording_ids"), describe(report)
+    leaks = [f for f in report["findings"] if f["verdict"] in ("leak", "cycle")]
+    assert len(leaks) == 1 and on_stack(leaks[0], "get_new_blocks_recording_ids"), describe(report)
+    top = leaks[0]
     slope = top["details"]["trend"]["slope_bytes_per_round"]
-    assert 2 * 1024 <= slope <= 8 * 1024, top["details"]["trend"]
+    assert 3 * 1024 <= slope <= 6 * 1024, top["details"]["trend"]
+    # the series covers the rounds before the first check too: it rises within the first 8 rounds
+    series = top["per_round_bytes"]
+    assert len(series) == len(measured) and series[7] >= series[0] + 4 * 1024, series
     assert any(h.startswith("kv_block_id_list._allocated_ids") for h in top["details"]["holders"]), top["details"]
 
 

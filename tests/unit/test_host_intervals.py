@@ -4,8 +4,15 @@ bytes of intervals live at each boundary (handmade intervals, no memray file).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from tracer.analysis.host import _first_points, _live_at_points, boundaries_from_marks
+from tracer.analysis.analyze import WHOLE_DRAIN, last_drain_step
+from tracer.analysis.host import Boundaries, _first_points, _live_at_points, boundaries_from_marks, \
+    released_by_step
+from tracer.analysis.findings import Finding
+from tracer.capture import Capture
+from tracer.analysis.stacks import Frame
+from tracer.analysis.verdicts import CACHE, COLLECTOR, CYCLE, Thresholds, classify
 
 
 @dataclass
@@ -48,3 +55,28 @@ def test_live_bytes_at_each_boundary():
 
 def test_nothing_new_and_live_is_none():
     assert _live_at_points([Interval(2, None, 50), Interval(12, 15, 5)], baseline=8, points=[10, 20]) is None
+
+
+def test_each_drain_step_releases_what_was_live_before_it_minus_after_it():
+    b = Boundaries(baseline=0, rounds=[10, 20], end=50, undrained_end=20, steps=(("mm_cache", 30), ("encoder_cache", 40)))
+    live = {20: 900, 30: 400, 40: 350, 50: 0}
+    assert released_by_step(live, b, COLLECTOR) == {"mm_cache": 500, "encoder_cache": 50, COLLECTOR: 350}
+
+
+def test_a_drain_without_step_marks_is_not_put_down_to_the_collector():
+    """Captures recorded before drains were staged ran every cache reset and the collector in one step, with no
+    `drain_step` events: a clean run's processor cache, freed by that drain, once read as `cycle` because the
+    collector was named for the whole drain."""
+    staged = [{"type": "drain_step", "when": "final", "step": s, "ok": True} for s in ("mm_cache", COLLECTOR)]
+    assert last_drain_step(Capture(Path("."), {}, [{"type": "drain", "when": "final", "reset": []}, *staged])) == COLLECTOR
+    older = Capture(Path("."), {}, [{"type": "drain", "when": "final", "reset": ["mm_cache", "encoder_cache"]}])
+    assert last_drain_step(older) == WHOLE_DRAIN
+    b = Boundaries(baseline=0, rounds=[10, 20], end=30, undrained_end=20)
+    series = [(i + 1) * 3_540_128 for i in range(8)]  # a clean run's processor cache: the pixel values of each round
+    released = released_by_step({20: series[-1], 30: 0}, b, last_drain_step(older))
+    assert released == {WHOLE_DRAIN: series[-1]}
+    processor_cache = Finding("host", (Frame("patchify", "transformers/image_processing_qwen2_vl.py", 204),), 0, 1,
+                              series, details={"undrained_bytes": series[-1], "released_by": released})
+    assert classify(processor_cache, Thresholds(), True)[0] == CACHE
+    processor_cache.details["released_by"] = {COLLECTOR: series[-1]}  # had the collector alone freed it
+    assert classify(processor_cache, Thresholds(), True)[0] == CYCLE

@@ -52,9 +52,21 @@ def _marks_ms(capture: Capture) -> dict | None:
                             for m in capture.marks if m["name"] == "drain_step"]}
 
 
+WHOLE_DRAIN = "drain"  # the final drain of a capture recorded before drains were staged
+
+
+def last_drain_step(capture: Capture) -> str:
+    """The name of what ran between the last step mark and the drained mark: the collector, in a staged drain
+    (recorded with a `drain_step` event per step); in older captures the whole drain, every cache reset and the
+    collector at once, which must not be put down to the collector alone (caches would read as cycles)."""
+    staged = any(e.get("when") == "final" for e in capture.of_type("drain_step"))
+    return COLLECTOR if staged else WHOLE_DRAIN
+
+
 def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
     """Findings of every stream (process and backend), each carrying its process role when there are several."""
     marks = _marks_ms(capture)
+    last_step = last_drain_step(capture)
     findings: list[Finding] = []
     notes: list[str] = []
     for stream in capture.streams:
@@ -67,7 +79,7 @@ def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
                 continue
             found = merge_by_id(host_findings(path, marks, native=bool(stream.settings.get("native_traces")),
                                               interval_ms=stream.settings.get("memory_interval_ms", 10),
-                                              last_step=COLLECTOR))
+                                              last_step=last_step))
         elif stream.backend == "torch":
             found = gpu_findings(capture, stream)
         else:

@@ -233,9 +233,7 @@ class Driver:
         try:
             self.start_tracing()
             with CollectionCounter() as collections:
-                self.measured_rounds(first, plan.rounds)
-                if plan.max_rounds:
-                    self.add_rounds_while_undecided(first)
+                self.measured_rounds(first)
             self.writer.event("gc_during_rounds", **collections.as_event())
             if self.tracing.drain:
                 self.drain("final", marks=True)
@@ -248,39 +246,46 @@ class Driver:
         if plan.holders:
             self.find_holders()
 
-    def measured_rounds(self, first: int, count: int) -> None:
-        for index in range(first, first + count):
-            self.round(index, "measured")
-            self.mark("round", index, snapshot=self.tracing.snapshot_every or index == first + count - 1)
+    def measured_rounds(self, first: int) -> None:
+        """The planned measured rounds and, with `--rounds auto`, those added while a trend is undecided.
 
-    def add_rounds_while_undecided(self, first: int) -> None:
+        Every round runs from this one call site: memray groups allocations by their whole call stack, line
+        numbers of tracer's driver frames included, and keeps a stack only when something of it survives, so
+        rounds run from a second call site would split a group in two and drop the half made in the first rounds
+        once it is freed (a list's item array reallocated, an evicted cache entry)."""
+        done, target, checks = 0, self.plan.rounds, []
+        while done < target:
+            index = first + done
+            self.round(index, "measured")
+            done += 1
+            self.mark("round", index, snapshot=self.tracing.snapshot_every or done == target)
+            if done == target and self.plan.max_rounds:
+                target += self.rounds_to_add_after_check(done, checks)
+        if self.plan.max_rounds:
+            added = done - self.plan.rounds
+            self.writer.event("rounds_added", planned=self.plan.rounds, added=added, max_rounds=self.plan.max_rounds,
+                              checks=checks)
+            self.writer.manifest["run"].update(rounds=done, rounds_added=added, max_rounds=self.plan.max_rounds)
+            self.writer.save_manifest()
+
+    def rounds_to_add_after_check(self, done: int, checks: list[dict]) -> int:
         """`--rounds auto`: analyse the capture so far; while a group's trend is undecided, double the measured
-        rounds, up to `plan.max_rounds`. Why rounds were added is recorded (`rounds_added` event, manifest)."""
+        rounds, up to `plan.max_rounds`. Each check is appended to `checks` (why rounds were added)."""
         from .auto_rounds import rounds_to_add, undecided_groups
 
-        done, checks = self.plan.rounds, []
-        while True:
-            start = time.perf_counter()
-            try:
-                groups = undecided_groups(self.writer.dir, self.plan.thresholds, self.plan.rules_file, self.role)
-            except Exception as exc:  # noqa: BLE001 - the planned rounds are a complete run without more
-                self.log(f"analysis of the rounds so far failed, no rounds added: {type(exc).__name__}: {exc}")
-                checks.append({"after": done, "undecided": [], "added": 0, "error": f"{type(exc).__name__}: {exc}"})
-                break
-            add = rounds_to_add(done, self.plan.max_rounds) if groups else 0
-            checks.append({"after": done, "undecided": groups, "added": add,
-                           "seconds": round(time.perf_counter() - start, 2)})
-            self.log(f"after {done} rounds {len(groups)} group(s) undecided ({checks[-1]['seconds']:.1f} s)"
-                     + (f": {add} more round(s)" if add else ""))
-            if not add:
-                break
-            self.measured_rounds(first + done, add)
-            done += add
-        added = done - self.plan.rounds
-        self.writer.event("rounds_added", planned=self.plan.rounds, added=added, max_rounds=self.plan.max_rounds,
-                          checks=checks)
-        self.writer.manifest["run"].update(rounds=done, rounds_added=added, max_rounds=self.plan.max_rounds)
-        self.writer.save_manifest()
+        start = time.perf_counter()
+        try:
+            groups = undecided_groups(self.writer.dir, self.plan.thresholds, self.plan.rules_file, self.role)
+        except Exception as exc:  # noqa: BLE001 - the planned rounds are a complete run without more
+            self.log(f"analysis of the rounds so far failed, no rounds added: {type(exc).__name__}: {exc}")
+            checks.append({"after": done, "undecided": [], "added": 0, "error": f"{type(exc).__name__}: {exc}"})
+            return 0
+        add = rounds_to_add(done, self.plan.max_rounds) if groups else 0
+        checks.append({"after": done, "undecided": groups, "added": add,
+                       "seconds": round(time.perf_counter() - start, 2)})
+        self.log(f"after {done} rounds {len(groups)} group(s) undecided ({checks[-1]['seconds']:.1f} s)"
+                 + (f": {add} more round(s)" if add else ""))
+        return add
 
     def find_rss_owners(self) -> None:
         """Name the buffers in anonymous mappings that grew over the run (first touch, or pages of a buffer of
