@@ -59,6 +59,10 @@ def test_clean_run_has_no_leak_in_any_process(tmp_path):
         assert row["rss_bytes"] == sum(p["rss_bytes"] for p in row["processes"].values())
         assert all(p["heap_bytes"] > 0 and p["uss_bytes"] > 0 for p in row["processes"].values())
     assert report["run"]["missing_drain_steps"] == []
+    # CPU workers are traced with native stacks: oneDNN's per-shape kernels are a bounded cache there, not a leak
+    streams = json.loads((out / "capture" / "manifest.json").read_text())["streams"]
+    assert {s["role"]: s["settings"]["native_traces"] for s in streams if s["backend"] == "memray"} == {
+        role: role.startswith("worker-") for role in roles}
     summary = (out / "summary.md").read_text()
     assert "api-server RSS MiB" in summary and "engine-core C heap MiB" in summary
 
