@@ -34,7 +34,7 @@ from tracer.workload.config import WorkloadConfig  # noqa: E402
 from tracer.workload.serve import ServedEngine  # noqa: E402
 
 
-UNTRACED, TRACED = "untraced", "traced (memray, python stacks)"
+UNTRACED, TRACED = "untraced", "traced (memray: Python stacks, native ones in a CPU worker)"
 
 
 def round_times(rounds: int, repeats: int, batch: int) -> dict[str, list[float]]:
