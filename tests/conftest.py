@@ -7,12 +7,17 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANTS = Path(__file__).resolve().parent / "plants"
+SERVE_ROUNDS = 4
+TAG = "TRACER_TEST_RUN"  # in the environment of every process of a `tracer diff --serve` run started by a test
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,3 +91,46 @@ def planted_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("planted") / "report"
     result = run_tracer("diff", "--rounds", "6", "--out", str(out), "--preload", str(PLANTS / "host_image_bytes.py"))
     return out, result
+
+
+def tagged_env() -> tuple[dict, str]:
+    tag = uuid.uuid4().hex
+    return {**tracer_env(), TAG: tag}, tag
+
+
+def processes_tagged(tag: str) -> list[int]:
+    out = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG) == tag:
+                out.append(proc.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return out
+
+
+def run_serve(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`tracer diff --serve ARGS`, with a tag every process of the server inherits; asserts that no process of
+    the run is left."""
+    env, tag = tagged_env()
+    result = subprocess.run([sys.executable, "-m", "tracer", "diff", "--serve", *args], capture_output=True,
+                            text=True, env=env, timeout=timeout, cwd=ROOT)
+    time.sleep(1)
+    assert processes_tagged(tag) == [], f"orphans left: {processes_tagged(tag)}\n{result.stderr[-2000:]}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def planted_serve_run(tmp_path_factory):
+    """`planted_serve_run(plant, role)`: a server run with `tests/plants/<plant>.py` preloaded in `role`, run once
+    per session and shared by the tests that read its report (serve runs start several processes: minutes)."""
+    runs: dict[tuple[str, str], tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def run(plant: str, role: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if (plant, role) not in runs:
+            out = tmp_path_factory.mktemp(f"serve-{plant}") / "report"
+            runs[plant, role] = out, run_serve("--rounds", str(SERVE_ROUNDS), "--out", str(out),
+                                               "--preload", str(PLANTS / f"{plant}.py"), "--preload-in", role)
+        return runs[plant, role]
+
+    return run

@@ -139,7 +139,8 @@ class Capture:
 
     @property
     def several_processes(self) -> bool:
-        return len(self.roles) > 1
+        """A server's capture, even when `--screen` traced only one of its processes (`run.processes`)."""
+        return len(set(self.roles) | set(self.run.get("processes") or ())) > 1
 
     def streams_of(self, backend: str) -> list[Stream]:
         return [s for s in self.streams if s.backend == backend]
@@ -248,6 +249,9 @@ def check_manifest(manifest: object, where: str) -> dict:
     for key in _RUN_INTS:
         if run.get(key) is not None and not _is_finite(run[key]):
             raise UsageError(f"{where}: run.{key} is not a number")
+    processes = run.get("processes")
+    if processes is not None and not (isinstance(processes, list) and all(isinstance(p, str) for p in processes)):
+        raise UsageError(f"{where}: run.processes is not a list of process roles (text)")
     if run.get("preload") is not None and not isinstance(run["preload"], list):
         raise UsageError(f"{where}: run.preload is not a list")
     if run.get("engine_load_seconds") is not None and not _is_finite(run["engine_load_seconds"]):
@@ -302,6 +306,12 @@ def check_event(row: object, where: str) -> dict:
             raise UsageError(f"{where}: screen event without suspect (true/false) and reasons (a list of text)")
         if not isinstance(row.get("python_allocators", False), bool):
             raise UsageError(f"{where}: screen event whose python_allocators is not true/false")
+        processes = row.get("processes", {})
+        if not isinstance(processes, dict) or not all(
+                isinstance(r, dict) and isinstance(r.get("suspect"), bool)
+                and isinstance(r.get("reasons"), list) and all(isinstance(t, str) for t in r["reasons"])
+                and isinstance(r.get("python_allocators", False), bool) for r in processes.values()):
+            raise UsageError(f"{where}: screen event whose processes are not role -> {{suspect, reasons}}")
     return row
 
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import load_report, run_tracer
+from tracer.output.exports import frame_name
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WIDTH, HEIGHT = 1400, 1000
@@ -128,3 +129,30 @@ def test_analyze_exports_speedscope_and_folded(planted_run, tmp_path):
     assert len([line for line in lines if line.startswith("host;")]) == len(host["weights"])
     assert any("remember_images (" in line and line.endswith(f" {live}") for line in lines)
     assert "growth.png" in (tmp_path / "summary.md").read_text() and (tmp_path / "growth.png").stat().st_size > 0
+
+
+def test_server_report_draws_one_flamegraph_per_process(planted_serve_run, tmp_path):
+    """The API-server plant's report: the API server's host flamegraph is drawn and holds the planted image
+    bytes' allocation site; the engine core has a flamegraph of its own."""
+    out, result = planted_serve_run("serve_image_bytes", "api-server")
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = out / "report.html"
+    dom = chromium(page, "--dump-dom", net_log=tmp_path / "net.json")
+    assert page_requests(tmp_path / "net.json") == []
+    where = boxes(dom)
+    assert "flame-host" not in where  # no flamegraph of the processes' survivors added together
+    drawn = [key for key in where if key.startswith("flame-")]
+    assert "flame-api-server-host" in drawn and "flame-engine-core-host" in drawn, drawn
+    x, y, w, h = where["flame-api-server-host"]
+    assert w > 1000 and h > 100, where["flame-api-server-host"]
+    shot = tmp_path / "tall.png"
+    chromium(page, f"--screenshot={shot}", height=y + h + 40)
+    share, colours = ink(Image.open(shot), where["flame-api-server-host"])
+    assert share > 0.3 and colours > 20, (share, colours)
+    assert "in process api-server</h2>" in dom
+    # the planted leak's allocation site, as the page draws it (d3-flame-graph writes each frame's name)
+    (planted,) = [f for f in load_report(out)["findings"] if f["verdict"] == "leak" and f["role"] == "api-server"]
+    assert any(path.startswith("serve_image_bytes._kept[") for path in planted["details"]["holders"])
+    site = html_lib.escape(frame_name(planted["stack"][0]), quote=False)
+    svg = dom[dom.index('id="flame-api-server-host"'):]
+    assert site in svg[:svg.index("</svg>")], site

@@ -6,48 +6,20 @@ afterwards no process may carry it (no orphans, whatever way the run ended).
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
 
-import psutil
 import pytest
 
-from conftest import PLANTS, ROOT, load_report, tracer_env
+from conftest import PLANTS, ROOT, SERVE_ROUNDS as ROUNDS, flame_frames, load_report, processes_tagged, tagged_env
+from conftest import run_serve as serve
+from tracer.output.exports import frame_name, survivors
 
 pytestmark = pytest.mark.engine
-
-ROUNDS = 4
-TAG = "TRACER_TEST_RUN"
-
-
-def tagged_env() -> tuple[dict, str]:
-    tag = uuid.uuid4().hex
-    return {**tracer_env(), TAG: tag}, tag
-
-
-def processes_tagged(tag: str) -> list[int]:
-    out = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(TAG) == tag:
-                out.append(proc.pid)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return out
-
-
-def serve(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`tracer diff --serve ARGS`; asserts that no process of the run is left."""
-    env, tag = tagged_env()
-    result = subprocess.run([sys.executable, "-m", "tracer", "diff", "--serve", *args], capture_output=True,
-                            text=True, env=env, timeout=timeout, cwd=ROOT)
-    time.sleep(1)
-    assert processes_tagged(tag) == [], f"orphans left: {processes_tagged(tag)}\n{result.stderr[-2000:]}"
-    return result
 
 
 def leaks(report: dict) -> list[dict]:
@@ -87,6 +59,10 @@ def test_clean_run_has_no_leak_in_any_process(tmp_path):
         assert row["rss_bytes"] == sum(p["rss_bytes"] for p in row["processes"].values())
         assert all(p["heap_bytes"] > 0 and p["uss_bytes"] > 0 for p in row["processes"].values())
     assert report["run"]["missing_drain_steps"] == []
+    # CPU workers are traced with native stacks: oneDNN's per-shape kernels are a bounded cache there, not a leak
+    streams = json.loads((out / "capture" / "manifest.json").read_text())["streams"]
+    assert {s["role"]: s["settings"]["native_traces"] for s in streams if s["backend"] == "memray"} == {
+        role: role.startswith("worker-") for role in roles}
     summary = (out / "summary.md").read_text()
     assert "api-server RSS MiB" in summary and "engine-core C heap MiB" in summary
 
@@ -95,10 +71,8 @@ def test_clean_run_has_no_leak_in_any_process(tmp_path):
     ("serve_image_bytes", "api-server", "serve_image_bytes._kept["),
     ("serve_scheduler_features", "engine-core", "serve_scheduler_features._by_request["),
 ], ids=["api-server", "engine-core"])
-def test_planted_leak_is_found_in_its_process(tmp_path, plant, role, holder):
-    out = tmp_path / "report"
-    result = serve("--rounds", str(ROUNDS), "--out", str(out), "--preload", str(PLANTS / f"{plant}.py"),
-                   "--preload-in", role)
+def test_planted_leak_is_found_in_its_process(planted_serve_run, plant, role, holder):
+    out, result = planted_serve_run(plant, role)
     assert result.returncode == 0, result.stderr[-3000:]
     report = load_report(out)
     assert report["verdict"] == "leak"
@@ -109,6 +83,53 @@ def test_planted_leak_is_found_in_its_process(tmp_path, plant, role, holder):
     assert any(path.startswith(holder) for path in top["details"]["holders"]), top["details"]
     assert [f["role"] for f in leaks(report)] == [role] * len(leaks(report))  # the plant ran only there
     assert f"### process {role}" in (out / "summary.md").read_text()
+    # report.html: one flamegraph per process; the planted role's draws the leak's allocation site with its bytes
+    drawn = flame_frames((out / "report.html").read_text(), f"{role}-host")
+    ((stack, live),) = survivors([top], "host")
+    assert drawn.get(frame_name(stack[-1]), 0) >= live >= top["bytes"], (frame_name(stack[-1]), drawn)
+
+
+def traced_roles(out) -> set[str]:
+    """The processes whose allocations were recorded (a stream each in the capture)."""
+    return {s["role"] for s in json.loads((out / "capture" / "manifest.json").read_text())["streams"]}
+
+
+def test_screen_judges_each_process_of_a_clean_server(tmp_path):
+    """Two warmup rounds: the worker's first rounds compile kernels for the batch shapes the server forms."""
+    out = tmp_path / "report"
+    result = serve("--rounds", str(ROUNDS), "--warmup", "2", "--screen", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out)
+    assert report["status"] == "complete" and leaks(report) == []
+    screened = report["screen"]["processes"]
+    assert list(screened) == report["run"]["processes"]
+    for role in ("api-server", "engine-core"):  # the API server's cycle garbage is freed by the drain's collection
+        assert not screened[role]["suspect"], screened[role]
+        assert screened[role]["reasons"][0].startswith("heap_bytes "), screened[role]
+    suspect = {role for role, r in screened.items() if r["suspect"]}
+    assert report["screen"]["suspect"] == bool(suspect)
+    assert traced_roles(out) == suspect  # only a process that kept growth is traced
+    assert {f["role"] for f in report["findings"]} <= suspect
+    phases = [r["phase"] for r in report["rounds"]]
+    assert phases == ["warmup"] * 2 + ["screen"] * ROUNDS + (["measured"] * ROUNDS if suspect else [])
+    assert any(note.startswith("Screening pass (untraced), each process on its own counters") and
+               "api-server (not traced)" in note for note in report["notes"]), report["notes"]
+
+
+def test_screen_traces_the_process_where_a_leak_grows(tmp_path):
+    out = tmp_path / "report"
+    result = serve("--rounds", str(ROUNDS), "--screen", "--out", str(out), "--preload",
+                   str(PLANTS / "serve_scheduler_features.py"), "--preload-in", "engine-core")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out)
+    screened = report["screen"]["processes"]
+    assert screened["engine-core"]["suspect"] and "heap_bytes" in screened["engine-core"]["suspects"], screened
+    assert not screened["api-server"]["suspect"], screened
+    assert "engine-core" in traced_roles(out) and "api-server" not in traced_roles(out)
+    top = max(leaks(report), key=lambda f: f["bytes"])
+    assert top["role"] == "engine-core"
+    assert any(path.startswith("serve_scheduler_features._by_request[") for path in top["details"]["holders"])
+    assert all(f["role"] != "api-server" for f in report["findings"])
 
 
 def test_server_dying_mid_run_gives_partial_report(tmp_path):

@@ -14,6 +14,7 @@ from .findings import Finding, merge_by_id
 from .gpu import gpu_findings
 from .host import host_findings
 from .rss import rss_analysis
+from .screened import describe_screen
 from .unattributed import unattributed_growth
 from .verdicts import CACHE, COLLECTOR, CYCLE, FAILING, LEAK, SUSPECTED, Thresholds, apply_verdicts
 
@@ -95,12 +96,7 @@ def stream_findings(capture: Capture) -> tuple[list[Finding], list[str]]:
 def analyze(capture: Capture, thresholds: Thresholds | None = None, rules: tuple[Rule, ...] = ()) -> Analysis:
     thresholds = thresholds or Thresholds()
     findings, notes = stream_findings(capture)
-    for result in capture.of_type("screen"):
-        notes.append(("Screening pass (untraced): growth seen, so the rounds were traced. " if result["suspect"] else
-                      "Screening pass (untraced): nothing grows, so no traced pass ran. ") + "; ".join(result["reasons"])
-                     + (". The C heap kept growth past the drain, so the traced pass also recorded Python's own "
-                        "allocator (pymalloc) one allocation at a time (memray trace_python_allocators), to see small "
-                        "Python objects such as a list of ints" if result.get("python_allocators") else ""))
+    notes += [describe_screen(result) for result in capture.of_type("screen")]
     for event in capture.of_type("rounds_added"):
         notes.append(describe_added(event))
     holders = capture.holders()

@@ -59,7 +59,8 @@ from .outcome import print_outcome
 @click.option("--snapshot-every/--no-snapshot-every", default=True, show_default=True,
               help="GPU snapshot after every round (per-round growth), not only at the baseline and the end.")
 @click.option("--screen", is_flag=True,
-              help="Two stages: untraced rounds first (counters only); trace only if a counter grows like a leak.")
+              help="Two stages: untraced rounds first (counters only); trace only if a counter grows like a leak "
+                   "(with --serve, each process judged on its own; only those that grow are traced).")
 @click.option("--holders/--no-holders", default=True, show_default=True,
               help="For each leak, find the chain of references that keeps it alive (at the end of the run).")
 @click.option("--allocator", type=click.Choice(["jemalloc", "tcmalloc"]), default=None,

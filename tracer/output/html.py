@@ -36,12 +36,14 @@ def _script_json(data) -> str:
     return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def flame_tree(findings: list[dict], domain: str) -> dict | None:
-    """The survivors of one domain as d3-flame-graph's hierarchy: {name, value (bytes, inclusive), children}."""
+def flame_tree(findings: list[dict], domain: str, role: str | None = None) -> dict | None:
+    """The survivors of one domain (of one process, `role`) as d3-flame-graph's hierarchy: {name, value (bytes,
+    inclusive), children}."""
     stacks = survivors(findings, domain)
     if not stacks:
         return None
-    root = {"name": f"{domain} allocations live after the last round", "value": 0, "children": {}}
+    root = {"name": f"{domain} allocations live after the last round" + (f" in {role}" if role else ""), "value": 0,
+            "children": {}}
     for stack, size in stacks:
         root["value"] += size
         node = root
@@ -54,6 +56,24 @@ def flame_tree(findings: list[dict], domain: str) -> dict | None:
                 "children": [as_lists(c) for c in node["children"].values()]}
 
     return as_lists(root)
+
+
+def flame_sections(findings: list[dict], processes: list[str] | None = None) -> list[dict]:
+    """The flamegraphs of a report: one per domain or, in a server's report (findings with a `role`), one per
+    process and domain, since each process has its own heap and stacks. Each {key, role, domain, tree}; `key`
+    names the page element (`flame-<key>`): the domain, or `<role>-<domain>`."""
+    roles = list(dict.fromkeys([*(processes or []), *(f["role"] for f in findings if f.get("role"))]))
+    if not any(f.get("role") for f in findings):
+        roles = [None]
+    sections = []
+    for role in roles:
+        mine = [f for f in findings if f.get("role") == role]
+        for domain in DOMAINS:
+            tree = flame_tree(mine, domain, role)
+            if tree:
+                sections.append({"key": domain if role is None else f"{role}-{domain}", "role": role,
+                                 "domain": domain, "tree": tree})
+    return sections
 
 
 def stack_from_owner(finding: dict, depth: int = 14) -> list[dict]:
@@ -78,22 +98,22 @@ def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
     timeline = report.get("timeline") or []
     series = growth_series(timeline)
     kept = [_finding_view(f) for f in report.get("findings", []) if f["verdict"] != "transient"]
-    flames = {d: flame_tree(all_findings if all_findings is not None else report.get("findings", []), d)
-              for d in DOMAINS}
+    run = report.get("run", {})
+    flames = flame_sections(all_findings if all_findings is not None else report.get("findings", []),
+                            run.get("processes"))
     chart_data = {
         "growth": {"labels": [p["label"] for p in timeline], "kinds": [p["kind"] for p in timeline],
                    "datasets": [{"label": COUNTER_LABELS[k], "data": v} for k, v in series.items()]},
         "findings": {f["id"]: f["per_round_bytes"] for f in kept},
-        "flames": {d: t for d, t in flames.items() if t},
+        "flames": {section["key"]: section["tree"] for section in flames},
     }
     env = Environment(loader=PackageLoader(__package__, "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["mib"] = lambda n: "-" if n is None else f"{n / 2**20:.2f} MiB"
     env.filters["tojson_script"] = _script_json
-    run = report.get("run", {})
     return env.get_template("report.html.j2").render(
         report=report, run=run, env_rows=[(k, run.get(k)) for k in ENV_KEYS if k in run],
         leaks=[f for f in kept if f["verdict"] in FAILING], caches=[f for f in kept if f["verdict"] == CACHE],
         others=[f for f in kept if f["verdict"] not in (*FAILING, CACHE)],
         chart_data=chart_data, scripts=[_vendor(n) for n in VENDOR_SCRIPTS], styles=[_vendor(n) for n in VENDOR_STYLES],
-        flame_domains=list(chart_data["flames"]))
+        flames=flames)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..analysis.analyze import Analysis
+from ..analysis.screened import screen_outcome
 from ..analysis.verdicts import REPORTED
 from ..capture import COUNTERS
 from ..safe_files import prepare_out_dir, write_json, write_text
@@ -46,6 +47,7 @@ def build_report(a: Analysis) -> dict:
         "findings": [f.as_dict() for f in kept + rest[:MAX_TRANSIENT]],
         "omitted": {"count": max(0, len(rest) - MAX_TRANSIENT), "bytes": sum(f.bytes for f in rest[MAX_TRANSIENT:])},
         "notes": [*(run.get("engine_notes") or []), *a.notes],
+        "screen": screen_outcome(a.capture),
     }
 
 

@@ -178,13 +178,17 @@ class Driver:
     def screen(self) -> bool:
         """Untraced rounds with counters only, then a drain; True when a counter grows like a leak."""
         from ..analysis.verdicts import Thresholds
-        from .screen import HEAP, screened_counters
+        from .screen import HEAP, screen_each_process, screened_counters
 
         baseline = self.writer.event("screen_mark", name="baseline", **self.processes.counters())
         rows = [self.round(index, "screen") for index in range(self.plan.warmup, self.plan.warmup + self.plan.rounds)]
         self.drain("screen")
         drained = self.writer.event("screen_mark", name="drained", **self.processes.counters())
-        suspects, reasons = screened_counters(baseline, rows, drained, Thresholds(**self.plan.thresholds))
+        thresholds = Thresholds(**self.plan.thresholds)
+        each = screen_each_process(baseline, rows, drained, thresholds)
+        if each:  # a server: each process judged on its own, only those that grew traced
+            return self.screen_processes(each)
+        suspects, reasons = screened_counters(baseline, rows, drained, thresholds)
         python_allocators = HEAP in suspects and self.tracing.host and not self.tracing.python_allocators
         if python_allocators:  # small Python objects are seen one by one only with pymalloc traced
             self.tracing.python_allocators = True
@@ -195,6 +199,27 @@ class Driver:
         self.log(("growth seen, tracing: " if suspects else "nothing grows, no traced pass: ") + "; ".join(reasons)
                  + ("; C heap grew: Python allocator tracing on" if python_allocators else ""))
         return bool(suspects)
+
+    def screen_processes(self, each: dict[str, dict]) -> bool:
+        """The screen's outcome for a server: the processes that kept growth are the ones traced, each with
+        Python's allocator recorded when its own C heap grew; the others only keep reporting counters."""
+        from .screen import HEAP
+
+        for result in each.values():
+            result["python_allocators"] = (HEAP in result["suspects"] and self.tracing.host
+                                           and not self.tracing.python_allocators)
+        suspect = {role: r for role, r in each.items() if r["suspect"]}
+        self.processes.trace_only({role: {"python_allocators": True} if r["python_allocators"] else {}
+                                   for role, r in suspect.items()})
+        reasons = [f"{role}: {reason}" for role, r in each.items() for reason in r["reasons"]]
+        self.writer.event("screen", suspect=bool(suspect), reasons=reasons,
+                          suspects=sorted({c for r in suspect.values() for c in r["suspects"]}),
+                          python_allocators=any(r["python_allocators"] for r in each.values()), processes=each)
+        for role, r in each.items():
+            self.log(f"{role}: " + ("growth seen, tracing: " if r["suspect"] else "nothing grows, not traced: ")
+                     + "; ".join(r["reasons"]) + ("; C heap grew: Python allocator tracing on"
+                                                   if r["python_allocators"] else ""))
+        return bool(suspect)
 
     def start_tracing(self) -> None:
         self.backends = self.processes.backends(self.tracing)

@@ -9,6 +9,10 @@ which attributes and classifies; a false alarm costs time, never a verdict.
 When the C heap is what kept growing, the traced pass also records Python's own allocator (pymalloc) one
 allocation at a time: small Python objects (a list of ints a few KiB a round, its ints) live in pymalloc's arenas,
 which memray otherwise sees only as whole 1 MiB arenas, or not at all once an arena is reused.
+
+A server (`tracer diff --serve`) is screened process by process: each process's own counters are judged on their
+own, never their sum (one process's growth would hide in the others' noise, and the sum's noise is theirs added
+up); only the processes that kept growth are traced, each with pymalloc recorded when its own C heap grew.
 """
 
 from __future__ import annotations
@@ -40,3 +44,18 @@ def screened_counters(baseline: dict, rounds: list[dict], drained: dict,
         reasons.append(f"{name} {kept / 2**20:+.2f} MiB after the drain (peak {peak / 2**20:+.2f} MiB, "
                        f"limit {limit / 2**20:.2f} MiB)")
     return suspects, reasons
+
+
+def screen_each_process(baseline: dict, rounds: list[dict], drained: dict,
+                        thresholds: Thresholds) -> dict[str, dict]:
+    """role -> {suspect, suspects, reasons}: each process of a server judged on its own
+    counters (the rows' `processes`); empty for rows of one process."""
+    results = {}
+    for role, start in (baseline.get("processes") or {}).items():
+        end = (drained.get("processes") or {}).get(role)
+        if end is None:
+            continue
+        series = [r["processes"][role] for r in rounds if role in (r.get("processes") or {})]
+        suspects, reasons = screened_counters(start, series, end, thresholds)
+        results[role] = {"suspect": bool(suspects), "suspects": suspects, "reasons": reasons}
+    return results

@@ -24,6 +24,7 @@ from . import ENV_DIR, ENV_KEY, ENV_PRELOAD, ENV_SERVER_PID
 
 API_SERVER = "api-server"
 ENGINE_CORE = "engine-core"
+WORKER = "worker-"
 
 
 def role_from_title(title: str) -> str | None:
@@ -35,7 +36,7 @@ def role_from_title(title: str) -> str | None:
         return ENGINE_CORE if not dp or dp.group(1) == "0" else f"{ENGINE_CORE}-{dp.group(1)}"
     if name.startswith("Worker"):
         tp = re.search(r"_TP(\d+)", name)
-        return f"worker-{tp.group(1) if tp else 0}"
+        return f"{WORKER}{tp.group(1) if tp else 0}"
     return None
 
 
@@ -117,6 +118,10 @@ class Agent:
         if options.gpu is None:  # "when CUDA is in use": only the processes that initialised it
             torch = sys.modules.get("torch")
             options.gpu = bool(torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized())
+        if options.host and not options.gpu and self.current_role().startswith(WORKER):
+            # A CPU worker caches a oneDNN kernel for every new batch shape, and the server forms new shapes as
+            # requests arrive: only native stacks tell that bounded cache from a leak in the model's forward
+            options.native_traces = True
         self.recorder = _StreamRecorder(capture_dir)
         self.backends = backends_for(options)
         for backend in self.backends:

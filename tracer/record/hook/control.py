@@ -36,6 +36,14 @@ class ServerProcesses:
         self.roles: dict[str, int] = {}  # role -> pid
         self.seen_pids: set[int] = {server_pid}  # every process of the tree ever seen: what must be gone at the end
         self._conns: dict[int, object] = {}
+        self.traced: dict[str, dict] | None = None  # role -> its tracing options' changes; None: every process
+
+    def trace_only(self, roles: dict[str, dict]) -> None:
+        """Trace only these processes (what `--screen` saw grow), each with its changes to the tracing options."""
+        self.traced = dict(roles)
+
+    def traced_roles(self) -> dict[str, int]:
+        return {role: pid for role, pid in self.roles.items() if self.traced is None or role in self.traced}
 
     def tree(self) -> list[psutil.Process]:
         try:
@@ -132,15 +140,17 @@ class RemoteBackend:
         self._on = False
 
     def start(self, writer: CaptureWriter, role: str) -> None:
-        for reply in self.processes.each("start", capture_dir=str(writer.dir), tracing=self.tracing).values():
+        for role, pid in self.processes.traced_roles().items():
+            tracing = {**self.tracing, **(self.processes.traced or {}).get(role, {})}
+            reply = self.processes.call(pid, "start", capture_dir=str(writer.dir), tracing=tracing)
             for entry in reply["streams"]:
                 writer.manifest["streams"].append(entry)
         writer.save_manifest()
         self._on = True
 
     def mark(self, writer: CaptureWriter, role: str, name: str, index: int | None, snapshot: bool) -> None:
-        for reply in self.processes.each("mark", name=name, index=index, snapshot=snapshot).values():
-            for row in reply["events"]:
+        for pid in self.processes.traced_roles().values():
+            for row in self.processes.call(pid, "mark", name=name, index=index, snapshot=snapshot)["events"]:
                 writer.event(row.pop("type"), **row)
         settle()
 
@@ -148,7 +158,7 @@ class RemoteBackend:
         if not self._on:
             return
         self._on = False
-        for role, pid in self.processes.roles.items():
+        for role, pid in self.processes.traced_roles().items():
             try:
                 self.processes.call(pid, "stop")
             except (AgentGone, RuntimeError):
