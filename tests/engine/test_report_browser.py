@@ -66,6 +66,16 @@ def element_text(dom: str, element_id: str) -> str:
     return html_lib.unescape(re.sub(r"<[^>]+>", " ", match.group(1)))
 
 
+def assert_flamegraph_drawn(page: Path, where: dict, key: str, tmp_path: Path) -> None:
+    """The flamegraph `key` is wide, tall and inked when a window tall enough to hold it is shot."""
+    x, y, w, h = where[key]
+    assert w > 1000 and h > 100, where[key]
+    tall = tmp_path / f"{key}.png"
+    chromium(page, f"--screenshot={tall}", height=y + h + 40)
+    share, colours = ink(Image.open(tall), where[key])
+    assert share > 0.3 and colours > 20, (key, share, colours)
+
+
 def test_network_check_sees_a_page_request(tmp_path):
     """The request check can fail: a page that loads an image from the web shows up in the net log."""
     page = tmp_path / "fetches.html"
@@ -101,12 +111,7 @@ def test_planted_leak_report_renders_offline(planted_run, tmp_path):
         assert share > 0.02 and colours > 20, (key, share, colours)
 
     # the host flamegraph lies further down: a window tall enough to hold it
-    x, y, w, h = where["flame-host"]
-    assert w > 1000 and h > 100, where["flame-host"]
-    tall = tmp_path / "tall.png"
-    chromium(page, f"--screenshot={tall}", height=y + h + 40)
-    share, colours = ink(Image.open(tall), where["flame-host"])
-    assert share > 0.3 and colours > 20, (share, colours)
+    assert_flamegraph_drawn(page, where, "flame-host", tmp_path)
     assert "tobytes (PIL/Image.py:" in dom and "remember_images (" in dom  # frame names, shown on hover
 
 
@@ -143,12 +148,7 @@ def test_server_report_draws_one_flamegraph_per_process(planted_serve_run, tmp_p
     assert "flame-host" not in where  # no flamegraph of the processes' survivors added together
     drawn = [key for key in where if key.startswith("flame-")]
     assert "flame-api-server-host" in drawn and "flame-engine-core-host" in drawn, drawn
-    x, y, w, h = where["flame-api-server-host"]
-    assert w > 1000 and h > 100, where["flame-api-server-host"]
-    shot = tmp_path / "tall.png"
-    chromium(page, f"--screenshot={shot}", height=y + h + 40)
-    share, colours = ink(Image.open(shot), where["flame-api-server-host"])
-    assert share > 0.3 and colours > 20, (share, colours)
+    assert_flamegraph_drawn(page, where, "flame-api-server-host", tmp_path)
     assert "in process api-server</h2>" in dom
     # the planted leak's allocation site, as the page draws it (d3-flame-graph writes each frame's name)
     (planted,) = [f for f in load_report(out)["findings"] if f["verdict"] == "leak" and f["role"] == "api-server"]
