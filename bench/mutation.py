@@ -48,7 +48,8 @@ MODULES = {
     "own_frames": ("tracer/own_frames.py", ["test_stacks.py", "test_report_output.py"]),
     "components": ("tracer/analysis/components.py", ["test_components.py"]),
     "snapshots": ("tracer/analysis/snapshots.py", ["test_gpu_snapshot.py", "test_snapshot_diff_cli.py"]),
-    "capture": ("tracer/capture.py", ["test_hostile_inputs.py", "test_gpu_runs.py", "test_rss.py"]),
+    "capture": ("tracer/capture.py", ["test_capture_reader.py", "test_hostile_inputs.py", "test_gpu_runs.py", "test_rss.py",
+                                     "test_auto_rounds.py"]),
 }
 
 
