@@ -47,7 +47,8 @@ MODULES = {
     "stacks": ("tracer/analysis/stacks.py", ["test_stacks.py", "test_gate.py", "test_report_output.py"]),
     "own_frames": ("tracer/own_frames.py", ["test_stacks.py", "test_report_output.py"]),
     "components": ("tracer/analysis/components.py", ["test_components.py"]),
-    "snapshots": ("tracer/analysis/snapshots.py", ["test_gpu_snapshot.py", "test_snapshot_diff_cli.py"]),
+    "snapshots": ("tracer/analysis/snapshots.py", ["test_gpu_snapshot.py", "test_snapshot_parsing.py",
+                                                   "test_snapshot_diff_cli.py"]),
     "capture": ("tracer/capture.py", ["test_capture_reader.py", "test_hostile_inputs.py", "test_gpu_runs.py", "test_rss.py",
                                      "test_auto_rounds.py"]),
 }
