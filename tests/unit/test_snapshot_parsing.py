@@ -10,8 +10,8 @@ import pickle
 
 import pytest
 
-from tracer.analysis.snapshots import (MAX_BLOCKS_ENV, MAX_FRAMES, SnapshotError, growth_accounting, live_blocks,
-                                       load_snapshot, summary_totals)
+from tracer.analysis.snapshots import (MAX_BLOCKS_ENV, MAX_FRAMES, SnapshotError, _one_line, growth_accounting,
+                                       live_blocks, load_snapshot, summary_totals)
 
 
 def block(address: int = 4096, size: int = 512, state: str = "active_allocated", **fields) -> dict:
@@ -199,3 +199,23 @@ def test_frames_without_names_or_lines_in_range():
     (b,) = live_blocks(snapshot)
     assert [(f.function, f.file, f.line) for f in b.frames] == [("?", "?", 0), ("f", "a.py", -(2**63) + 1),
                                                                  ("g", "b.py", 0)]
+
+
+def test_a_long_global_name_is_cut_at_120_characters(tmp_path):
+    path = tmp_path / "evil.pickle"
+    module = "m" * 150
+    path.write_bytes(b"c" + module.encode() + b"\nf\n.")
+    with pytest.raises(SnapshotError) as err:
+        load_snapshot(path)
+    assert str(err.value) == (f"refusing to load {path}: the pickle asks for global {module[:120]}; snapshot files "
+                              "hold only plain data")
+
+
+@pytest.mark.parametrize("exc, text", [
+    (ValueError("line one\n  line\ttwo "), "line one line two"),
+    (EOFError(), "EOFError"),
+    (ValueError("x" * 200), "x" * 200),
+    (ValueError("x" * 201), "x" * 197 + "..."),
+])
+def test_error_text_is_one_line_of_at_most_200_characters(exc, text):
+    assert _one_line(exc) == text
