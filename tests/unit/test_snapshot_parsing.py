@@ -219,3 +219,9 @@ def test_a_long_global_name_is_cut_at_120_characters(tmp_path):
 ])
 def test_error_text_is_one_line_of_at_most_200_characters(exc, text):
     assert _one_line(exc) == text
+
+
+def test_a_pickle_that_fails_another_way_names_the_exception(tmp_path):
+    # EMPTY_TUPLE, then APPENDS onto it: the unpickler raises AttributeError
+    assert refusal(tmp_path, b")K\x01a.", "odd.pickle") == (
+        "cannot load FILE: not a snapshot pickle or JSON (AttributeError: 'tuple' object has no attribute 'append')")
