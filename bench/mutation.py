@@ -49,7 +49,7 @@ MODULES = {
     "components": ("tracer/analysis/components.py", ["test_components.py"]),
     "snapshots": ("tracer/analysis/snapshots.py", ["test_gpu_snapshot.py", "test_snapshot_parsing.py",
                                                    "test_snapshot_diff_cli.py"]),
-    "capture": ("tracer/capture.py", ["test_capture_reader.py", "test_hostile_inputs.py", "test_gpu_runs.py", "test_rss.py",
+    "capture": ("tracer/capture.py", ["test_capture_reader.py", "test_hostile_inputs.py", "test_rss.py",
                                      "test_auto_rounds.py"]),
 }
 
@@ -62,7 +62,7 @@ def cli_tests(test_file: Path) -> list[str]:
                     for n in ast.walk(node))]
 
 
-SUBPROCESS_CALLS = {"run_tracer", "run", "Popen", "check_output", "run_env"}
+SUBPROCESS_CALLS = {"run_tracer", "run", "Popen", "check_output", "run_env", "run_measured"}
 
 
 def scratch_copy(source: str, tests: list[str]) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -436,3 +437,25 @@ def test_holders_misses_and_cycles_files(tmp_path):
     with pytest.raises(UsageError) as err:
         read_capture(tmp_path).cycles()
     assert str(err.value).startswith(f"{tmp_path}/cycles.json: not valid JSON")
+
+
+def test_writer_makes_its_folders_stamps_events_and_records_the_end(tmp_path):
+    directory = tmp_path / "runs" / "today" / "capture"
+    writer = CaptureWriter(directory, {})
+    writer.add_stream(Stream("main", 7, "torch", "gpu"))
+    writer.add_stream(Stream("main", 7, "memray", "host", "main/host.memray", {"native_traces": True}))
+    entries = json.loads((directory / "manifest.json").read_text())["streams"]
+    assert entries == [{"role": "main", "pid": 7, "backend": "torch", "domain": "gpu", "file": None},
+                       {"role": "main", "pid": 7, "backend": "memray", "domain": "host", "file": "main/host.memray",
+                        "settings": {"native_traces": True}}]
+    assert writer.stream_dir("main") == writer.stream_dir("main") == directory / "main"  # a second call is fine
+    before = time.time() * 1000.0
+    stamp = writer.event("drain")["time_ms"]
+    assert before <= stamp <= time.time() * 1000.0
+    writer.finish("failed", "engine died in round 2", rounds_done=1)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert (manifest["status"], manifest["error"], manifest["rounds_done"]) == ("failed", "engine died in round 2", 1)
+    again = CaptureWriter(directory, {})  # a second writer on the same folder appends to its events
+    again.event("mark", name="baseline")
+    again.finish("complete")
+    assert [e["type"] for e in read_capture(directory).events] == ["drain", "mark"]
