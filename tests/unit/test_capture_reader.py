@@ -459,3 +459,24 @@ def test_writer_makes_its_folders_stamps_events_and_records_the_end(tmp_path):
     again.event("mark", name="baseline")
     again.finish("complete")
     assert [e["type"] for e in read_capture(directory).events] == ["drain", "mark"]
+
+
+def test_capture_files_that_link_out_or_are_not_json_are_named(tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    capture_dir = tmp_path / "cap"
+    write_capture(capture_dir, events=[{"type": "snapshot", "time_ms": 1, "mark": "baseline", "file": "gpu.pickle"}])
+    for name in ("holders.json", "holder_misses.json", "cycles.json", "gpu.pickle"):
+        os.symlink(outside, capture_dir / name)
+    capture = read_capture(capture_dir)
+    for read, what in ((capture.holders, "holders.json"), (capture.holder_misses, "holder_misses.json"),
+                       (capture.cycles, "cycles.json"), (capture.snapshot_files, "a GPU snapshot named in events.jsonl")):
+        with pytest.raises(UsageError) as err:
+            read()
+        name = "gpu.pickle" if what.startswith("a GPU") else what
+        assert str(err.value) == f"{capture_dir / name}: {what} is a symlink or not inside the capture; refused"
+    (capture_dir / "holders.json").unlink()
+    (capture_dir / "holders.json").write_text("[")
+    with pytest.raises(UsageError) as err:
+        capture.holders()
+    assert str(err.value).startswith(f"{capture_dir / 'holders.json'}: not valid JSON (line 1")
