@@ -27,6 +27,9 @@ def message(check, value, where: str = W) -> str:
     ([], "an event is not a JSON object"),
     ({"type": 3}, "an event without a type"),
     ({"type": "mark", "name": "x"}, "mark event without a finite time_ms"),
+    ({"type": "drain"}, "drain event without a finite time_ms"),
+    ({"type": "mark", "time_ms": 1, "name": "x", "uss_bytes": -1},
+     "mark event has a bad uss_bytes (a byte count from 0 to 2**63 is expected)"),
     ({"type": "round", "time_ms": float("inf")}, "round event without a finite time_ms"),
     ({**ROUND, "rss_bytes": -1}, "round event has a bad rss_bytes (a byte count from 0 to 2**63 is expected)"),
     ({**ROUND, "pinned_host_bytes": 2**63}, "round event has a bad pinned_host_bytes (a byte count from 0 to 2**63 is expected)"),
@@ -188,6 +191,7 @@ def test_good_analysis_events_come_back_as_they_are():
     ({"run": {"command": ["tracer"]}}, "run.command is not text"),
     ({"run": {"rounds": "4"}}, "run.rounds is not a number"),
     ({"run": {"max_rounds": True}}, "run.max_rounds is not a number"),
+    ({"run": {"warmup": 2**63}}, "run.warmup is not a number"),
     ({"run": {"seed": float("inf")}}, "run.seed is not a number"),
     ({"run": {"preload": "x.py"}}, "run.preload is not a list"),
     ({"run": {"engine_load_seconds": "3"}}, "run.engine_load_seconds is not a finite number"),
@@ -480,3 +484,36 @@ def test_capture_files_that_link_out_or_are_not_json_are_named(tmp_path):
     with pytest.raises(UsageError) as err:
         capture.holders()
     assert str(err.value).startswith(f"{capture_dir / 'holders.json'}: not valid JSON (line 1")
+
+
+def test_manifest_and_events_that_link_out_or_break_are_named(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_text("{}")
+    capture_dir = tmp_path / "cap"
+    write_capture(capture_dir)
+    os.symlink(outside, capture_dir / "events.jsonl")
+    with pytest.raises(UsageError) as err:
+        read_capture(capture_dir)
+    assert str(err.value) == f"{capture_dir / 'events.jsonl'}: events.jsonl is a symlink or not inside the capture; refused"
+    (capture_dir / "manifest.json").unlink()
+    os.symlink(outside, capture_dir / "manifest.json")
+    with pytest.raises(CaptureError) as err:
+        read_capture(capture_dir)
+    assert str(err.value) == (f"{capture_dir / 'manifest.json'}: manifest.json is a symlink or not inside the capture; "
+                              "refused")
+    (capture_dir / "manifest.json").unlink()
+    (capture_dir / "manifest.json").write_text("{")
+    with pytest.raises(CaptureError) as err:
+        read_capture(capture_dir)
+    assert str(err.value).startswith(f"{capture_dir / 'manifest.json'}: not valid JSON (line 1")
+    write_capture(capture_dir, {"schema": "x" * 60})
+    with pytest.raises(CaptureError) as err:
+        read_capture(capture_dir)
+    assert str(err.value) == (f"{capture_dir / 'manifest.json'}: schema {repr('x' * 60)[:40]}, expected one of "
+                              "tracer.capture/1, tracer.capture/2")
+
+
+def test_bytes_that_are_not_utf8_in_events_are_replaced(tmp_path):
+    write_capture(tmp_path)
+    (tmp_path / "events.jsonl").write_bytes(b'{"type": "mark", "time_ms": 1, "name": "base\xffline"}\n')
+    assert read_capture(tmp_path).events[0]["name"] == "base\ufffdline"
