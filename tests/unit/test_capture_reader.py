@@ -517,3 +517,14 @@ def test_bytes_that_are_not_utf8_in_events_are_replaced(tmp_path):
     write_capture(tmp_path)
     (tmp_path / "events.jsonl").write_bytes(b'{"type": "mark", "time_ms": 1, "name": "base\xffline"}\n')
     assert read_capture(tmp_path).events[0]["name"] == "base\ufffdline"
+
+
+def test_a_cut_line_between_events_skips_only_itself(tmp_path):
+    write_capture(tmp_path, events=[{"type": "mark", "time_ms": 1, "name": "a"}, '{"type": "ma',
+                                    {"type": "mark", "time_ms": 2, "name": "b"}])
+    assert [e["name"] for e in read_capture(tmp_path).events] == ["a", "b"]
+
+
+def test_a_manifest_without_streams_has_none(tmp_path):
+    write_capture(tmp_path, {"schema": SCHEMA, "status": "complete"})
+    assert read_capture(tmp_path).streams == []
