@@ -13,6 +13,8 @@ of minutes on 2 cores.
     PYTHONPATH=envfix python bench/mutation.py                      # every module
     PYTHONPATH=envfix python bench/mutation.py verdicts trend       # some of them
     PYTHONPATH=envfix python bench/mutation.py --out reports/bench/mutation.md
+    PYTHONPATH=envfix python bench/mutation.py capture --save /tmp/capture.json     # keep the raw results
+    PYTHONPATH=envfix python bench/mutation.py --merge /tmp/*.json --out reports/bench/mutation.md
 """
 
 from __future__ import annotations
@@ -165,10 +167,10 @@ def module_score(result: dict, equivalents: dict[str, str]) -> float:
     return score(result["stats"], len(split_survivors(result, equivalents)[1]))
 
 
-def render(results: list[dict], command: str, equivalents: dict[str, str]) -> str:
+def render(results: list[dict], equivalents: dict[str, str]) -> str:
+    runs = dict.fromkeys((r["command"], r["date"]) for r in results)
     lines = ["# Mutation testing of the pure modules (mutmut)", "",
-             f"- command: `{command}`",
-             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+             *(f"- command: `{command}` ({date})" for command, date in runs),
              f"- machine: {platform.node() or 'unknown'}, {os.cpu_count()} cores, Python {platform.python_version()}",
              f"- target: at least {TARGET:.0%} of the mutants killed in each module, equivalent mutants left out",
              "- raw score: killed / all mutants; score: killed / (all mutants - equivalent survivors)", "",
@@ -190,7 +192,7 @@ def render(results: list[dict], command: str, equivalents: dict[str, str]) -> st
             lines += [f"- `{m}`: {equivalents[m]}" for m in same]
         killed = [m for m in equivalents if m.startswith(module_prefix(r["source"])) and m not in r["survivors"]]
         if killed:
-            lines += ["", f"Listed as equivalent but killed in this run (the list is out of date): "
+            lines += ["", "Listed as equivalent but killed in this run (the list is out of date): "
                       + ", ".join(f"`{m}`" for m in killed)]
         if alive:
             lines += ["", f"## Surviving mutants: `{r['source']}`", ""]
@@ -207,17 +209,27 @@ def module_prefix(source: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", choices=[[], *MODULES], help="modules to mutate (default: all)")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants run at a time")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at a time")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds at most per module")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--save", type=Path, help="also write the raw results (JSON) here, for --merge")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="SAVED",
+                        help="run nothing: one report from the results of earlier --save runs")
     args = parser.parse_args()
     equivalents = load_equivalents()
-    results = []
-    for name in args.modules or list(MODULES):
-        results.append(run_module(name, args.jobs, args.timeout))
-        print(f"{name}: {score(results[-1]['stats']):.1%} killed, "
-              f"{module_score(results[-1], equivalents):.1%} with equivalents left out", file=sys.stderr)
-    text = render(results, "python bench/mutation.py " + shlex.join(sys.argv[1:]), equivalents)
+    if args.merge:
+        results = [r for path in args.merge for r in json.loads(path.read_text())]
+    else:
+        command = "python bench/mutation.py " + shlex.join(sys.argv[1:])
+        results = []
+        for name in args.modules or list(MODULES):
+            results.append(run_module(name, args.jobs, args.timeout))
+            results[-1].update(command=command, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+            print(f"{name}: {score(results[-1]['stats']):.1%} killed, "
+                  f"{module_score(results[-1], equivalents):.1%} with equivalents left out", file=sys.stderr)
+        if args.save:
+            args.save.write_text(json.dumps(results))
+    text = render(results, equivalents)
     print(text)
     if args.out:
         args.out.write_text(text)
