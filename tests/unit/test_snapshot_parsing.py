@@ -10,8 +10,10 @@ import pickle
 
 import pytest
 
-from tracer.analysis.snapshots import (MAX_BLOCKS_ENV, MAX_FRAMES, SnapshotError, _one_line, growth_accounting,
-                                       live_blocks, load_snapshot, summary_totals)
+from tracer.analysis.snapshots import (MAX_BLOCKS_ENV, MAX_FRAMES, SnapshotError, _one_line, clean_stack,
+                                       diff_series, diff_snapshots, growth_accounting, live_blocks, load_snapshot,
+                                       summary_totals)
+from tracer.analysis.stacks import Frame
 
 
 def block(address: int = 4096, size: int = 512, state: str = "active_allocated", **fields) -> dict:
@@ -225,3 +227,80 @@ def test_a_pickle_that_fails_another_way_names_the_exception(tmp_path):
     # EMPTY_TUPLE, then APPENDS onto it: the unpickler raises AttributeError
     assert refusal(tmp_path, b")K\x01a.", "odd.pickle") == (
         "cannot load FILE: not a snapshot pickle or JSON (AttributeError: 'tuple' object has no attribute 'append')")
+
+
+def test_lines_at_the_edge_of_their_range():
+    snapshot = {"segments": [segment(block(frames=[{"name": "f", "filename": "a.py", "line": -(2**63)}]))]}
+    assert live_blocks(snapshot)[0].frames[0].line == 0
+
+
+def test_python_frames_are_told_from_native_ones_by_file():
+    stack = (Frame("torch::unwind::unwind()", "??", 0),  # the unwinder: cut
+             Frame("PyObject_Call", "<frozen runpy>", 0),  # a "<...>" file without a line is native: noise, dropped
+             Frame("builtin_exec", "<string>", 1),  # a "<...>" file with a line is Python: kept
+             Frame("PyEval_helper", "/app/a.py", 3),  # a .py file is Python whatever its name
+             Frame("_PyEval_EvalFrameDefault", "??", 0),  # interpreter noise
+             Frame("main", "/app/main.py", 9),
+             Frame("c10::cuda::MemPool::alloc", "??", 0))  # allocator-like, but past the first Python frame: kept
+    assert clean_stack(stack) == (stack[2], stack[3], stack[5], stack[6])
+    native_first = (Frame("at::empty", "??", 0), Frame("main", "/app/main.py", 9))
+    assert clean_stack(native_first) == native_first  # nothing to cut
+
+
+def test_a_shared_middle_of_two_stacks_does_not_make_them_one():
+    m1, m2 = {"name": "forward", "filename": "/app/m.py", "line": 5}, {"name": "run", "filename": "/app/r.py", "line": 6}
+    a = [{"name": "keep_a", "filename": "/app/a.py", "line": 1}, m1, m2, {"name": "main", "filename": "/app/x.py", "line": 2}]
+    b = [{"name": "keep_b", "filename": "/app/b.py", "line": 1}, m1, m2, {"name": "main", "filename": "/app/x.py", "line": 3}]
+    blocks = live_blocks({"segments": [segment(block(0, frames=a), block(512, frames=b))]})
+    assert [blk.frames[0].function for blk in blocks] == ["keep_a", "keep_b"]
+
+
+def test_missing_device_and_stream_are_zero():
+    (blk,) = live_blocks({"segments": [{"blocks": [block()]}]})
+    assert (blk.device, blk.stream, blk.pool_id, blk.in_graph_pool) == (0, 0, (0, 0), False)
+
+
+def test_a_block_that_is_not_a_dict_is_named():
+    with pytest.raises(SnapshotError) as err:
+        live_blocks({"segments": [{"blocks": [["active_allocated", 512]]}]})
+    assert str(err.value) == ("malformed snapshot: a block in segment 0 is not a block (TypeError: list indices must "
+                              "be integers or slices, not str)")
+
+
+def frames_at(line: int, noise: bool = False) -> list[dict]:
+    extra = [{"name": "_PyEval_EvalFrameDefault", "filename": "??", "line": 0}] if noise else []
+    return [{"name": "keep", "filename": "/site-packages/vllm/leaky.py", "line": line}, *extra,
+            {"name": "step", "filename": "/site-packages/vllm/engine.py", "line": 5}]
+
+
+def test_merged_groups_add_up_their_pools_streams_and_devices():
+    final = {"segments": [
+        segment(block(0, 100, frames=frames_at(10)), block(100, 1, frames=frames_at(10)), segment_pool_id=[1, 2],
+                stream=3),
+        segment(block(0, 50, frames=frames_at(11)), segment_pool_id=[1, 2], stream=4, device=1),
+        segment(block(0, 7, frames=frames_at(10, noise=True)), stream=3),
+    ]}
+    (f,) = diff_snapshots({"segments": []}, final)
+    assert f.bytes == 158 and f.count == 4
+    assert f.details == {"in_graph_pool": True, "graph_pool_bytes": 151, "requested_bytes": 158, "streams": [3, 4],
+                         "devices": [0, 1], "stacks": 2, "stack_recorded": True}
+    (tiny,) = diff_snapshots({"segments": []}, {"segments": [segment(block(0, 1, frames=frames_at(1)),
+                                                                     segment_pool_id=[1, 2])]})
+    assert tiny.details["in_graph_pool"] is True and tiny.details["graph_pool_bytes"] == 1
+
+
+def test_series_need_a_snapshot_after_the_baseline():
+    with pytest.raises(ValueError) as err:
+        diff_series({"segments": []}, [])
+    assert str(err.value) == "need at least one snapshot after the baseline"
+
+
+def test_dicts_and_paths_mix(tmp_path):
+    rounds = []
+    for k in range(1, 3):
+        path = tmp_path / f"round{k}.json"
+        path.write_text(json.dumps({"segments": [segment(*(block(512 * i, frames=frames_at(10)) for i in range(k)))]}))
+        rounds.append(path)
+    (f,) = diff_series({"segments": []}, [*rounds, {"segments": [segment(block(0, frames=frames_at(10)))]}])
+    assert f.per_round_bytes == [512, 1024, 512]
+    assert summary_totals(rounds[1])["live_block_bytes"] == 1024 and len(live_blocks(rounds[0])) == 1
