@@ -304,3 +304,23 @@ def test_dicts_and_paths_mix(tmp_path):
     (f,) = diff_series({"segments": []}, [*rounds, {"segments": [segment(block(0, frames=frames_at(10)))]}])
     assert f.per_round_bytes == [512, 1024, 512]
     assert summary_totals(rounds[1])["live_block_bytes"] == 1024 and len(live_blocks(rounds[0])) == 1
+
+
+def test_a_directory_or_a_missing_file_is_named(tmp_path):
+    with pytest.raises(SnapshotError) as err:
+        load_snapshot(tmp_path)
+    assert str(err.value) == f"{tmp_path}: snapshot is not a regular file; refused"
+    with pytest.raises(SnapshotError) as err:
+        load_snapshot(tmp_path / "missing.pickle")
+    assert str(err.value) == f"cannot read {tmp_path / 'missing.pickle'}: No such file or directory"
+
+
+def test_a_truncated_pickle_says_how(tmp_path):
+    data = pickle.dumps({"segments": []}, protocol=4)
+    assert refusal(tmp_path, data[: len(data) // 2], "half.pickle") == (
+        "cannot load FILE: not a snapshot pickle or JSON, or truncated (pickle data was truncated)")
+
+
+def test_keys_shown_are_cut_at_40_characters(tmp_path):
+    assert refusal(tmp_path, {"k" * 50: 1}) == (
+        f"cannot load FILE: not a torch memory snapshot (no 'segments' list; keys: {'k' * 40})")
