@@ -175,8 +175,8 @@ def render(results: list[dict], equivalents: dict[str, str]) -> str:
              f"- target: at least {TARGET:.0%} of the mutants killed in each module, equivalent mutants left out",
              "- raw score: killed / all mutants; score: killed / (all mutants - equivalent survivors)", "",
              "| module | tests | mutants | killed | timeout | survived | no tests | equivalent | raw score | score "
-             "| target | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| target | seconds | run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["stats"]
         same = len(split_survivors(r, equivalents)[1])
@@ -184,7 +184,7 @@ def render(results: list[dict], equivalents: dict[str, str]) -> str:
         lines.append(f"| `{r['source']}` | {', '.join(r['tests'])} | {s['total']} | {s['killed']} | "
                      f"{s.get('timeout', 0)} | {s['survived']} | {s.get('no_tests', 0)} | {same} | {score(s):.1%} | "
                      f"{module_score(r, equivalents):.1%} | {ok} | "
-                     f"{r['seconds']:.0f}{' (timed out)' if r['timed_out'] else ''} |")
+                     f"{r['seconds']:.0f}{' (timed out)' if r['timed_out'] else ''} | {r['date']} |")
     for r in results:
         alive, same = split_survivors(r, equivalents)
         if same:
