@@ -168,9 +168,11 @@ def module_score(result: dict, equivalents: dict[str, str]) -> float:
 
 
 def render(results: list[dict], equivalents: dict[str, str]) -> str:
-    runs = dict.fromkeys((r["command"], r["date"]) for r in results)
+    runs: dict[str, str] = {}
+    for r in results:
+        runs.setdefault(r["command"], r["date"])
     lines = ["# Mutation testing of the pure modules (mutmut)", "",
-             *(f"- command: `{command}` ({date})" for command, date in runs),
+             *(f"- command: `{command}` (from {date})" for command, date in runs.items()),
              f"- machine: {platform.node() or 'unknown'}, {os.cpu_count()} cores, Python {platform.python_version()}",
              f"- target: at least {TARGET:.0%} of the mutants killed in each module, equivalent mutants left out",
              "- raw score: killed / all mutants; score: killed / (all mutants - equivalent survivors)", "",
