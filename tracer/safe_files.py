@@ -182,10 +182,11 @@ def read_user_file(path: Path, what: str = "file", limit: int | None = None) -> 
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a directory with its own error
+        os.close(fd)
+        raise UsageError(f"{path}: {what} is not a regular file; refused")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{path}: {what} is not a regular file; refused")
         os.set_blocking(fd, True)
         if st.st_size > limit:
             raise UsageError(f"{path}: {what} is larger than {limit} bytes; refused (raise {MAX_READ_ENV})")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tracer.analysis.components import NATIVE_KERNELS
 from tracer.analysis.findings import Finding
 from tracer.analysis.stacks import Frame
@@ -150,3 +152,83 @@ def test_undecided_only_for_transients_that_may_grow():
     slow = group(steps(8, 64 * KiB - 1), 0, undrained=0)
     slow.verdict = TRANSIENT
     assert not undecided(slow, TH)
+
+
+def test_without_undrained_bytes_the_last_round_is_what_the_drain_started_from():
+    filled = Finding("host", STACK, MiB, 1, steps(10), component="user or plugin code")  # no details at all
+    assert classify(filled, TH, True) == (CACHE, f"released by the drain: {10 * MiB} bytes filled, {MiB} left")
+    empty = Finding("gpu", STACK, MiB, 1, [], component="user or plugin code")  # no series: the bytes kept
+    assert classify(empty, TH, True) == (LEAK, "survives (too few rounds to see growth)")
+
+
+def test_a_drain_step_no_component_depends_on_changes_nothing():
+    growing = group(steps(8), 8 * MiB)
+    assert classify(growing, TH, True, ("tokenizer_cache",)) == classify(growing, TH, True)
+
+
+def test_a_single_byte_released_is_released():
+    assert classify(group([1], 0, undrained=1), TH, True) == (TRANSIENT, "small, released by the drain")
+
+
+def test_nothing_released_by_the_collector_when_the_drain_does_not_say():
+    # slope 0.5 byte/round, rising: with a 1-byte floor, one byte freed by the collector would make it a cycle
+    th = Thresholds(min_per_round=0, min_total=1)
+    assert classify(group([0, 0, 0, 1, 2], 2), th, True)[0] == LEAK
+    assert classify(group([0, 0, 0, 1, 2], 2, released_by={"gc": 1}), th, True)[0] == CYCLE
+
+
+def test_last_rounds_worth_needs_the_last_round_live():
+    # the drain released 256 KiB (a fill) and what is left is under half the last round: a cache in use
+    in_use = group([0, 0, 0, 4 * MiB], MiB, undrained=MiB + 256 * KiB)
+    assert classify(in_use, TH, True) == (CACHE, (
+        f"released by the drain: {MiB + 256 * KiB} bytes filled, {MiB} left (about the last round's worth, "
+        "still in use)"))
+    one_byte = group([0, 0, 0, 1], 0, undrained=0)
+    assert classify(one_byte, TH, True) == (TRANSIENT, (
+        "grows until the drain, which leaves 0 bytes: about the last round's worth, not one piece per round"))
+
+
+def test_a_leak_keeps_at_least_the_minimum_total():
+    assert classify(group(steps(8), 256 * KiB, undrained=256 * KiB), TH, False)[0] == LEAK
+    suspected = group(steps(8), 256 * KiB, component="encoder cache")
+    assert classify(suspected, TH, True, ("encoder_cache",))[0] == SUSPECTED
+
+
+def test_grows_in_short_series_needs_every_step_to_rise():
+    assert not grows([0, 200 * KiB, 200 * KiB], TH)  # a flat step
+    assert not grows([0, 300 * KiB, 200 * KiB], TH)  # a fall in the last step
+
+
+def test_grows_compares_the_troughs_of_the_first_and_last_thirds():
+    # 7 rounds, thirds of 2: troughs 0 and 0, so the level did not rise though the trend does
+    assert not grows([0, 100 * KiB, 200 * KiB, 500 * KiB, 600 * KiB, 0, 800 * KiB], TH)
+    # 5 rounds, thirds of 1: 800 KiB > 300 KiB (the second round's dip is not in the last third)
+    assert grows([300 * KiB, 100 * KiB, 400 * KiB, 700 * KiB, 800 * KiB], TH)
+
+
+def test_bounded_needs_the_late_half_under_the_minimum_rate():
+    at_rate = [0, 300 * KiB, 600 * KiB, 600 * KiB + 64 * KiB]  # late half grows exactly 64 KiB/round
+    assert classify(group(at_rate, at_rate[-1]), TH, False)[0] == LEAK
+
+
+@pytest.mark.parametrize("series, kept, verdict, th, expected", [
+    ([0, 64 * KiB], 0, TRANSIENT, TH, True),  # exactly the minimum rate, too few rounds to test
+    ([0, MiB], MiB, LEAK, TH, False),  # only transients are undecided
+    (steps(8), 8 * MiB, TRANSIENT, TH, False),  # significant rise, big enough: a leak's job, not undecided
+    (steps(4), 4 * MiB, TRANSIENT, TH, False),  # 4 rounds is enough for the test
+    (steps(8, 64 * KiB), 256 * KiB, TRANSIENT, TH, False),  # keeps the minimum total: not waiting on size
+    (steps(8, 64 * KiB), 256 * KiB - 1, TRANSIENT, TH, True),  # grows, just short of the minimum total
+    ([0, 1], 1, TRANSIENT, Thresholds(1, 1), True),  # rising 1 byte/round at a 1-byte rate
+    ([0, 1, 0], 1, TRANSIENT, Thresholds(0, 1), False),  # no slope at all
+])
+def test_undecided_boundaries(series, kept, verdict, th, expected):
+    f = group(series, kept)
+    f.verdict = verdict
+    assert undecided(f, th) is expected
+
+
+def test_apply_verdicts_passes_the_drain_and_the_missing_steps_on():
+    cache, suspect = group(steps(10), MiB), group(steps(8), 8 * MiB, component="encoder cache")
+    apply_verdicts([cache, suspect], TH, True, ("encoder_cache",))
+    assert (cache.verdict, suspect.verdict) == (CACHE, SUSPECTED)
+    assert cache.details["reason"] == f"released by the drain: {10 * MiB} bytes filled, {MiB} left"
