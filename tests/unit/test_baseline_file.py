@@ -10,17 +10,12 @@ import time
 
 import pytest
 
+from report_samples import USER_STACK as STACK
 from tracer.errors import UsageError
 from tracer.output.gate.baseline import (DEFAULT_REASON, accepted_by_id, build_baseline, load_baseline,
                                          validate_baseline, write_baseline)
 
 MiB = 1 << 20
-STACK = [
-    {"function": "remember_images", "file": "/repo/tests/plants/host_image_bytes.py", "line": 14},
-    {"function": "chat", "file": "/repo/tests/plants/host_image_bytes.py", "line": 18},
-    {"function": "serve", "file": "/repo/app/serve.py", "line": 7},
-    {"function": "main", "file": "/repo/app/main.py", "line": 3},
-]
 RUN = {"rounds": 4, "command": "tracer diff --rounds 4", "model": "tiny-qwen3-vl", "vllm": "0.32.0",
        "tracer": "0.9.0", "device": "cpu"}
 

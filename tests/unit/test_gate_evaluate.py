@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from report_samples import USER_STACK as STACK
 from tracer.errors import UsageError
 from tracer.output.gate.evaluate import ACCEPTED, OFFENDING, WITHIN, Checked, Limits, evaluate, is_rss_suspect
 
 MiB = 1 << 20
 KiB = 1 << 10
-STACK = [
-    {"function": "remember_images", "file": "/repo/tests/plants/host_image_bytes.py", "line": 14},
-    {"function": "chat", "file": "/repo/tests/plants/host_image_bytes.py", "line": 18},
-    {"function": "serve", "file": "/repo/app/serve.py", "line": 7},
-    {"function": "main", "file": "/repo/app/main.py", "line": 3},
-]
 
 
 def finding(fid: str, verdict: str = "leak", per_round: int = 2 * MiB, domain: str = "host") -> dict:
