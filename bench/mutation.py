@@ -73,7 +73,7 @@ def scratch_copy(source: str, tests: list[str]) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "tracer", work / "tracer", ignore=ignore)
     (work / UNIT).mkdir(parents=True)
-    for helper in ("conftest.py", "hostile_helpers.py"):
+    for helper in ("conftest.py", "hostile_helpers.py", "report_samples.py"):
         shutil.copy(ROOT / "tests" / helper, work / "tests" / helper)
     for folder in ("fixtures", "plants"):
         shutil.copytree(ROOT / "tests" / folder, work / "tests" / folder, ignore=ignore)
