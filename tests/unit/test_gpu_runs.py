@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tracer.analysis.analyze import analyze_dir
 from tracer.output.report import build_report
+from tracer.output.summary import render_summary
 
 RUNS = Path(__file__).parents[1] / "fixtures" / "h100-vllm0.25"
 MiB = 2**20
@@ -100,3 +101,20 @@ def test_vllm_check_and_unattributed_sections_of_the_planted_run():
     allocated = report["growth"]["gpu_allocated_bytes"]["growth"]
     assert 0 < reserved["explained"] <= allocated and reserved["unattributed"] == growth - reserved["explained"] > 0
     assert "empty_cache" in reserved["hint"]
+
+
+def test_device_memory_outside_the_allocator_is_reported_per_mark_on_the_h100():
+    """The H100 capture predates the mapping tables; its CUDA counters alone still give the rss section's `gpu`
+    rows: the baseline and the 8 rounds, the CUDA context and libraries steady outside the caching allocator."""
+    a = analyze_dir(RUNS / "clean")
+    rows = a.rss["gpu"]
+    assert [r["index"] for r in rows] == [None, *range(1, 9)]
+    outside = {r["outside_allocator"] for r in rows}
+    assert len(outside) == 1 and 256 * MiB < outside.pop() < 4096 * MiB
+    assert all(0 < r["reserved_free"] < 1024 * MiB for r in rows)
+    assert not [f for f in a.findings if f.domain == "rss"]
+    report = build_report(a)
+    assert report["rss"] == {"gpu": rows}
+    summary = render_summary(report, a.findings)
+    assert "## Device memory outside PyTorch's allocator" in summary and "## RSS by mapping" not in summary
+    assert f"(used minus reserved) per mark (MiB): {rows[0]['outside_allocator'] / MiB:.1f}, " in summary

@@ -316,8 +316,9 @@ def rss_analysis(capture: Capture, th: Thresholds, rules: tuple[Rule, ...] = ())
     """The report's `rss` section and, when RSS grows like a leak with nothing to explain it, its finding."""
     tables = mapping_tables(capture)
     base = next((t for t in tables if t.mark == "baseline"), None)
-    if base is None:
-        return None, None
+    gpu = gpu_outside_allocator([m for m in capture.marks if m["name"] in ("baseline", "round")])
+    if base is None:  # a capture without mapping tables (recorded before them) still has its CUDA counters
+        return ({"gpu": gpu} if gpu else None), None
     owners = owners_of(capture)
     marks = {(m["name"], m.get("index")): m for m in capture.marks}
     heap0 = marks.get(("baseline", None), {}).get("heap_bytes")
@@ -352,7 +353,6 @@ def rss_analysis(capture: Capture, th: Thresholds, rules: tuple[Rule, ...] = ())
                 for m in finding.details["mappings"]:
                     if m["range"] in in_range:
                         m["allocated_bytes"] = in_range[m["range"]]["allocated_bytes"]
-    gpu = gpu_outside_allocator([m for m in capture.marks if m["name"] in ("baseline", "round")])
     if gpu:
         section["gpu"] = gpu
     return section, finding

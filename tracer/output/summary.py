@@ -172,6 +172,8 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
 def rss_section(rss: dict) -> list[str]:
     """RSS growth over the baseline by mapping kind and by what explains it, per round and after the drain; first
     touch, allocator retention and device memory outside PyTorch's allocator."""
+    if "per_round" not in rss:  # a capture recorded without mapping tables: only its CUDA counters
+        return ["", "## Device memory outside PyTorch's allocator", "", *gpu_outside_lines(rss)]
     rows = rss["per_round"] + ([rss["after_drain"]] if rss.get("after_drain") else [])
     lines = ["", "## RSS by mapping", "",
              "Growth over the baseline of the process's mappings (/proc/self/smaps) and what explains it: pages of "
@@ -222,10 +224,15 @@ def rss_section(rss: dict) -> list[str]:
             g = ret["gpu"]
             lines += ["", f"CUDA caching allocator: {mib(g['free_in_segments_before'])} reserved but free at the "
                           f"drain; `empty_cache` returned {mib(g['empty_cache_returned'])} (allocator retention)."]
-    if rss.get("gpu"):
-        lines += ["", "Device memory outside PyTorch's allocator (used minus reserved) per mark (MiB): "
-                  + ", ".join(f"{g['outside_allocator'] / 2**20:.1f}" for g in rss["gpu"])]
-    return lines
+    return lines + ["", *gpu_outside_lines(rss)] if rss.get("gpu") else lines
+
+
+def gpu_outside_lines(rss: dict) -> list[str]:
+    """Device memory outside PyTorch's allocator and reserved-but-free bytes, at the baseline and each round."""
+    return ["- Device memory outside PyTorch's allocator (used minus reserved) per mark (MiB): "
+            + ", ".join(f"{g['outside_allocator'] / 2**20:.1f}" for g in rss["gpu"]),
+            "- Reserved but free in the caching allocator's segments per mark (MiB): "
+            + ", ".join(f"{g['reserved_free'] / 2**20:.1f}" for g in rss["gpu"])]
 
 
 def allocations_in_mappings(matched: dict | None, release_call: str) -> list[str]:
