@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import external_resources
 from tracer.output.exports import folded, speedscope
 from tracer.output.growth_png import write_growth_png
-from tracer.output.html import flame_tree, render_html
+from tracer.output.html import CACHE_CARDS, flame_tree, folded_caches, render_html
 from tracer.output.timeline import build_timeline, growth_series
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "fixtures" / "speedscope" / "file-format-schema.json").read_text())
@@ -109,6 +109,23 @@ def test_page_shows_findings_and_inlines_everything():
     data = json.loads(html.split('<script id="chart-data" type="application/json">')[1].split("</script>")[0])
     assert data["findings"][LEAK["id"]] == LEAK["per_round_bytes"] and GPU["id"] not in data["findings"]
     assert data["growth"]["labels"] == ["warmup 0", "baseline", "1", "2", "final drain"]
+
+
+def test_caches_past_the_cards_fold_into_a_row_per_process_and_component():
+    kernels = [{**CACHE, "id": f"h{k:016x}", "role": "worker-0", "component": "oneDNN / native kernels",
+                "bytes": (k + 1) * 1024, "details": {}} for k in range(CACHE_CARDS + 5)]
+    encoder = {**CACHE, "role": "engine-core"}
+    cards, rows = folded_caches([{**f, "live": max(f["bytes"], f["details"].get("undrained_bytes", 0))}
+                                 for f in [*kernels, encoder]])
+    assert cards[0]["id"] == encoder["id"] and len(cards) == CACHE_CARDS
+    assert rows == [{"role": "worker-0", "component": "oneDNN / native kernels", "count": 6,
+                     "live": sum(range(1, 7)) * 1024}]
+    html = render_html(report([{**LEAK, "role": "api-server"}, *kernels, encoder]))
+    assert f"<strong>{CACHE_CARDS + 6}</strong> cache(s)" in html and "6 more cache(s)" in html
+    assert html.count('class="finding panel"') == 1 + CACHE_CARDS
+    assert "vLLM engine" not in html and "user or plugin code - process api-server" in html
+    assert '<dd id="top-role">api-server</dd>' in html
+    assert "more cache(s)" not in render_html(report())
 
 
 def test_page_escapes_report_text():

@@ -93,6 +93,22 @@ def _finding_view(f: dict) -> dict:
             "undrained": details.get("undrained_bytes")}
 
 
+CACHE_CARDS = 10  # caches drawn as cards; the rest are folded into one row per process and component
+
+
+def folded_caches(caches: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The largest caches as cards, and the rest as rows of (role, component, count, live bytes): a CPU server's
+    worker, traced with native stacks, keeps one cache group per oneDNN kernel (80 and more)."""
+    ranked = sorted(caches, key=lambda f: f["live"], reverse=True)
+    rows: dict[tuple, dict] = {}
+    for f in ranked[CACHE_CARDS:]:
+        row = rows.setdefault((f.get("role"), f["component"]),
+                              {"role": f.get("role"), "component": f["component"], "count": 0, "live": 0})
+        row["count"] += 1
+        row["live"] += f["live"]
+    return ranked[:CACHE_CARDS], sorted(rows.values(), key=lambda r: r["live"], reverse=True)
+
+
 def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
     """The page for `report` (report.json's dict). `all_findings` feeds the flamegraphs (default: the report's)."""
     timeline = report.get("timeline") or []
@@ -107,6 +123,7 @@ def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
         "findings": {f["id"]: f["per_round_bytes"] for f in kept},
         "flames": {section["key"]: section["tree"] for section in flames},
     }
+    cache_cards, cache_rows = folded_caches([f for f in kept if f["verdict"] == CACHE])
     env = Environment(loader=PackageLoader(__package__, "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["mib"] = lambda n: "-" if n is None else f"{n / 2**20:.2f} MiB"
@@ -114,6 +131,7 @@ def render_html(report: dict, all_findings: list[dict] | None = None) -> str:
     return env.get_template("report.html.j2").render(
         report=report, run=run, env_rows=[(k, run.get(k)) for k in ENV_KEYS if k in run],
         leaks=[f for f in kept if f["verdict"] in FAILING], caches=[f for f in kept if f["verdict"] == CACHE],
+        cache_cards=cache_cards, folded_caches=cache_rows,
         others=[f for f in kept if f["verdict"] not in (*FAILING, CACHE)],
         chart_data=chart_data, scripts=[_vendor(n) for n in VENDOR_SCRIPTS], styles=[_vendor(n) for n in VENDOR_STYLES],
         flames=flames)

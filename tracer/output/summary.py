@@ -152,6 +152,9 @@ def render_summary(report: dict, findings: list[Finding]) -> str:
                     lines += [f"### process {md_text(role)}", ""]
                 for f in mine:
                     lines += _finding_md(f)
+            if len(group) > 10:
+                lines += ["", f"{len(group) - 10} more: report.json lists every finding, and report.html sums them "
+                              "by process and component."]
     if report.get("rss"):
         lines += rss_section(report["rss"])
     rest = [f for f in findings if f.verdict not in REPORTED][:5]
