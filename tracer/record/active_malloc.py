@@ -46,6 +46,48 @@ def allocator_name(library: str | None) -> str:
     return GLIBC if base.startswith("libc.so") or base.startswith("libc-") else base
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _libc_function(name: str, restype):
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # not glibc (mallinfo2: glibc 2.33+)
+        return None
+    fn.restype = restype
+    return fn
+
+
+class Glibc:
+    """glibc's malloc through `mallinfo2` and `malloc_trim` (None where this libc lacks them)."""
+
+    release_call = "malloc_trim(0)"
+
+    def __init__(self):
+        self._mallinfo2 = _libc_function("mallinfo2", _MallInfo2)
+        self._malloc_trim = _libc_function("malloc_trim", ctypes.c_int)
+
+    def in_use(self) -> int | None:
+        if self._mallinfo2 is None:
+            return None
+        info = self._mallinfo2()
+        return int(info.uordblks) + int(info.hblkhd)
+
+    def state(self) -> dict | None:
+        if self._mallinfo2 is None:
+            return None
+        info = self._mallinfo2()
+        return {"allocator": GLIBC, "arena_bytes": int(info.arena), "in_use_bytes": int(info.uordblks),
+                "free_bytes": int(info.fordblks), "mmapped_bytes": int(info.hblkhd),
+                "trimmable_bytes": int(info.keepcost)}
+
+    def release(self) -> bool | None:
+        return None if self._malloc_trim is None else bool(self._malloc_trim(ctypes.c_size_t(0)))
+
+
 class Jemalloc:
     """jemalloc's statistics through `mallctl`."""
 
@@ -127,13 +169,12 @@ class Unknown:
         return None
 
 
-def other_malloc() -> Jemalloc | Tcmalloc | Unknown | None:
-    """The statistics of the malloc in use when it is not glibc's (None for glibc, and where the library defining
-    `malloc` cannot be told: glibc's own functions then answer as before)."""
+def active_malloc() -> Glibc | Jemalloc | Tcmalloc | Unknown:
+    """The statistics of the malloc in use: glibc's, also where the library defining `malloc` cannot be told."""
     library = malloc_library()
     name = allocator_name(library)
     if library is None or name == GLIBC:
-        return None
+        return Glibc()
     try:
         return Jemalloc() if name == JEMALLOC else Tcmalloc() if name == TCMALLOC else Unknown(name)
     except AttributeError:  # a build without the statistics interface

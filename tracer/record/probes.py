@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import gc
 import os
@@ -12,27 +11,10 @@ import sys
 
 import psutil
 
-from .active_malloc import GLIBC, allocator_name, malloc_library, other_malloc
+from .active_malloc import active_malloc, allocator_name, malloc_library
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
-def _libc_function(name: str, restype):
-    try:
-        fn = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):  # not glibc (mallinfo2: glibc 2.33+)
-        return None
-    fn.restype = restype
-    return fn
-
-
-_MALLINFO2 = _libc_function("mallinfo2", _MallInfo2)
-_MALLOC_TRIM = _libc_function("malloc_trim", ctypes.c_int)
-_OTHER_MALLOC = other_malloc()  # jemalloc or tcmalloc preloaded: glibc's numbers would describe an idle arena
+_MALLOC = active_malloc()  # glibc, or a preloaded jemalloc/tcmalloc: each answers with its own numbers
 
 
 def malloc_in_use() -> dict:
@@ -45,12 +27,7 @@ def heap_bytes() -> int | None:
     """Bytes the C heap has handed out and not taken back (glibc `mallinfo2`: in-use chunks plus mmapped
     blocks; jemalloc `stats.allocated`, tcmalloc `generic.current_allocated_bytes`). Unlike RSS it does not
     hide a leak behind reused pages, and it costs microseconds."""
-    if _OTHER_MALLOC is not None:
-        return _OTHER_MALLOC.in_use()
-    if _MALLINFO2 is None:
-        return None
-    info = _MALLINFO2()
-    return int(info.uordblks + info.hblkhd)
+    return _MALLOC.in_use()
 
 
 def malloc_state() -> dict | None:
@@ -58,23 +35,13 @@ def malloc_state() -> dict | None:
     arena heaps), of which `in_use_bytes` are handed out and `free_bytes` sit free; `mmapped_bytes` in blocks
     mapped on their own; `trimmable_bytes` free at the top of the main heap. Under another malloc, that
     allocator's own numbers, named by `allocator`."""
-    if _OTHER_MALLOC is not None:
-        return _OTHER_MALLOC.state()
-    if _MALLINFO2 is None:
-        return None
-    info = _MALLINFO2()
-    return {"allocator": GLIBC, "arena_bytes": int(info.arena), "in_use_bytes": int(info.uordblks),
-            "free_bytes": int(info.fordblks), "mmapped_bytes": int(info.hblkhd), "trimmable_bytes": int(info.keepcost)}
+    return _MALLOC.state()
 
 
 def malloc_trim() -> bool | None:
     """glibc's `malloc_trim(0)`: give every whole free page of every arena back to the system. None without
     glibc, else whether memory was released. Under jemalloc or tcmalloc, their call that returns free pages."""
-    if _OTHER_MALLOC is not None:
-        return _OTHER_MALLOC.release()
-    if _MALLOC_TRIM is None:
-        return None
-    return bool(_MALLOC_TRIM(ctypes.c_size_t(0)))
+    return _MALLOC.release()
 
 
 def host_counters() -> dict:
